@@ -1,0 +1,237 @@
+"""Indicator kernels (numba) over 1-D float64 arrays, and the shared indicator table.
+
+Every indicator is causal: the value at bar t uses bars up to and including t only.
+Values are NaN until the indicator is defined (warm-up), as in vectorbt.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def sma_nb(x, window):
+    """Simple moving average with a running sum, bit-identical to vectorbt's rolling_mean_1d_nb."""
+    n = x.shape[0]
+    out = np.empty(n, dtype=np.float64)
+    csum = np.empty(n, dtype=np.float64)
+    running = 0.0
+    for i in range(n):
+        running = running + x[i]
+        csum[i] = running
+        if i < window - 1:
+            out[i] = np.nan
+        elif i < window:
+            out[i] = running / window
+        else:
+            out[i] = (running - csum[i - window]) / window
+    return out
+
+
+@njit(cache=True)
+def ema_nb(x, window):
+    """Exponential moving average, span=window, adjust=False (pandas ewm), NaN before window-1."""
+    n = x.shape[0]
+    out = np.empty(n, dtype=np.float64)
+    alpha = 2.0 / (window + 1.0)
+    value = 0.0
+    for i in range(n):
+        if i == 0:
+            value = x[0]
+        else:
+            value = alpha * x[i] + (1.0 - alpha) * value
+        out[i] = value if i >= window - 1 else np.nan
+    return out
+
+
+@njit(cache=True)
+def _wilder(x, window, start):
+    """Wilder smoothing of x[start:], seeded with the mean of the first `window` values."""
+    n = x.shape[0]
+    out = np.full(n, np.nan)
+    if n - start < window:
+        return out
+    acc = 0.0
+    for i in range(start, start + window):
+        acc += x[i]
+    value = acc / window
+    out[start + window - 1] = value
+    for i in range(start + window, n):
+        value = value + (x[i] - value) / window
+        out[i] = value
+    return out
+
+
+@njit(cache=True)
+def rsi_nb(close, window):
+    """Wilder's RSI in 0..100."""
+    n = close.shape[0]
+    gain = np.zeros(n)
+    loss = np.zeros(n)
+    for i in range(1, n):
+        d = close[i] - close[i - 1]
+        if d > 0:
+            gain[i] = d
+        else:
+            loss[i] = -d
+    ag = _wilder(gain, window, 1)
+    al = _wilder(loss, window, 1)
+    out = np.full(n, np.nan)
+    for i in range(n):
+        if np.isnan(ag[i]):
+            continue
+        if al[i] == 0.0:
+            out[i] = 100.0 if ag[i] > 0.0 else 50.0
+        else:
+            out[i] = 100.0 - 100.0 / (1.0 + ag[i] / al[i])
+    return out
+
+
+@njit(cache=True)
+def bbands_percent_b_nb(close, window, k):
+    """Bollinger %B with a population standard deviation over `window` closes."""
+    n = close.shape[0]
+    out = np.full(n, np.nan)
+    if n == 0:
+        return out
+    ref = close[0]
+    s = 0.0
+    ss = 0.0
+    for i in range(n):
+        d = close[i] - ref
+        s += d
+        ss += d * d
+        if i >= window:
+            d0 = close[i - window] - ref
+            s -= d0
+            ss -= d0 * d0
+        if i >= window - 1:
+            mean = s / window
+            var = ss / window - mean * mean
+            if var < 0.0:
+                var = 0.0
+            std = np.sqrt(var)
+            if std <= 1e-12 * abs(ref + mean):
+                out[i] = 0.5
+            else:
+                lower = ref + mean - k * std
+                out[i] = (close[i] - lower) / (2.0 * k * std)
+    return out
+
+
+@njit(cache=True)
+def donchian_position_nb(high, low, close, window):
+    """(close - lowest low) / (highest high - lowest low) over the last `window` bars, 0..1."""
+    n = close.shape[0]
+    out = np.full(n, np.nan)
+    maxq = np.empty(n, dtype=np.int64)
+    minq = np.empty(n, dtype=np.int64)
+    mh = 0
+    mt = 0
+    nh = 0
+    nt = 0
+    for i in range(n):
+        while mt > mh and high[maxq[mt - 1]] <= high[i]:
+            mt -= 1
+        maxq[mt] = i
+        mt += 1
+        while nt > nh and low[minq[nt - 1]] >= low[i]:
+            nt -= 1
+        minq[nt] = i
+        nt += 1
+        if maxq[mh] <= i - window:
+            mh += 1
+        if minq[nh] <= i - window:
+            nh += 1
+        if i >= window - 1:
+            hi = high[maxq[mh]]
+            lo = low[minq[nh]]
+            if hi > lo:
+                out[i] = (close[i] - lo) / (hi - lo)
+            else:
+                out[i] = 0.5
+    return out
+
+
+@njit(cache=True)
+def macd_nb(close, fast, slow, signal):
+    """MACD histogram (ema_fast - ema_slow - signal line) divided by close."""
+    n = close.shape[0]
+    ef = ema_nb(close, fast)
+    es = ema_nb(close, slow)
+    line = np.full(n, np.nan)
+    for i in range(n):
+        line[i] = ef[i] - es[i]
+    out = np.full(n, np.nan)
+    start = slow - 1
+    if n <= start:
+        return out
+    alpha = 2.0 / (signal + 1.0)
+    value = line[start]
+    for i in range(start, n):
+        if i > start:
+            value = alpha * line[i] + (1.0 - alpha) * value
+        if i >= start + signal - 1:
+            out[i] = (line[i] - value) / close[i]
+    return out
+
+
+@njit(cache=True)
+def roc_nb(close, window):
+    n = close.shape[0]
+    out = np.full(n, np.nan)
+    for i in range(window, n):
+        out[i] = close[i] / close[i - window] - 1.0
+    return out
+
+
+@njit(cache=True)
+def atr_range_nb(high, low, close, window):
+    """(high - low) / ATR(window), ATR with Wilder smoothing of the true range."""
+    n = close.shape[0]
+    tr = np.zeros(n)
+    for i in range(1, n):
+        a = high[i] - low[i]
+        b = abs(high[i] - close[i - 1])
+        c = abs(low[i] - close[i - 1])
+        tr[i] = max(a, max(b, c))
+    atr = _wilder(tr, window, 1)
+    out = np.full(n, np.nan)
+    for i in range(n):
+        if not np.isnan(atr[i]):
+            out[i] = (high[i] - low[i]) / atr[i] if atr[i] > 0.0 else 1.0
+    return out
+
+
+def compute_indicator(indicator: Mapping, high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """Compute one indicator (a normalized genome indicator dict) over the bars."""
+    name = indicator["name"]
+    if name == "close":
+        return np.ascontiguousarray(close, dtype=np.float64)
+    if name == "sma":
+        return sma_nb(close, int(indicator["window"]))
+    if name == "ema":
+        return ema_nb(close, int(indicator["window"]))
+    if name == "rsi":
+        return rsi_nb(close, int(indicator["window"]))
+    if name == "bbands_percent_b":
+        return bbands_percent_b_nb(close, int(indicator["window"]), float(indicator["k"]))
+    if name == "donchian_position":
+        return donchian_position_nb(high, low, close, int(indicator["window"]))
+    if name == "macd":
+        return macd_nb(close, int(indicator["fast"]), int(indicator["slow"]), int(indicator["signal"]))
+    if name == "roc":
+        return roc_nb(close, int(indicator["window"]))
+    if name == "atr_range":
+        return atr_range_nb(high, low, close, int(indicator["window"]))
+    raise ValueError(f"unknown indicator {name!r}")
+
+
+def indicator_table(indicators, high, low, close) -> np.ndarray:
+    """(U, T) float64 matrix: one row per distinct indicator, computed once."""
+    out = np.empty((len(indicators), close.shape[0]), dtype=np.float64)
+    for u, ind in enumerate(indicators):
+        out[u] = compute_indicator(ind, high, low, close)
+    return out

@@ -1,0 +1,5 @@
+import sys
+
+from evolution.cli import main
+
+sys.exit(main())

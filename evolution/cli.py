@@ -1,0 +1,27 @@
+"""The `evolve` command line (also `python -m evolution`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evolve",
+        description="Distributed strategy evolution engine.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    from evolution import data_cli
+
+    data_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
