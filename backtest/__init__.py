@@ -1,0 +1,21 @@
+"""The numerical core: data, genomes, kernels, simulation, metrics and validation.
+
+No Ray, no MLflow, no HTTP server here. Public contracts:
+
+- ``backtest.simulate(close, entries, exits, *, fees, slippage, init_cash, direction, sl_stop, tp_stop)``
+- ``backtest.positions(genome, candles)``
+- ``backtest.evaluate(population, market, folds)``
+"""
+from backtest.engine import EvaluationResult, SimulationResult, evaluate, positions, simulate
+from backtest.strategy import GenomeError, normalize_genome, strategy_id
+
+__all__ = [
+    "EvaluationResult",
+    "GenomeError",
+    "SimulationResult",
+    "evaluate",
+    "normalize_genome",
+    "positions",
+    "simulate",
+    "strategy_id",
+]

@@ -98,7 +98,7 @@ class SimulationResult:
     def equity(self) -> np.ndarray:
         if self._equity is None:
             close, entries, exits, direction, fees, slippage, init_cash, sl, tp = self._inputs
-            out = np.empty((entries.shape[1], entries.shape[0]), dtype=np.float64)
+            out = np.empty(entries.shape, dtype=np.float64)
             kernels.simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl, tp, True, out)
             self._equity = out.T
         return self._equity
@@ -157,9 +157,10 @@ def simulate(
         raise ValueError(f"init_cash: expected a positive finite number, got {init_cash!r}")
     sl = _stop_array("sl_stop", sl_stop, n_cols)
     tp = _stop_array("tp_stop", tp_stop, n_cols)
-    close = np.ascontiguousarray(close)
-    entries = np.ascontiguousarray(entries)
-    exits = np.ascontiguousarray(exits)
+    # column-major copies: each strategy's bars are contiguous for the kernel
+    close = np.ascontiguousarray(close.T)
+    entries = np.ascontiguousarray(entries.T)
+    exits = np.ascontiguousarray(exits.T)
     dummy = np.empty((0, 0), dtype=np.float64)
     inputs = (close, entries, exits, DIRECTIONS[direction], fees, slippage, float(init_cash), sl, tp)
     total_return, final_value, n_trades = kernels.simulate_nb(*inputs, False, dummy)
@@ -194,8 +195,9 @@ def market_arrays(market: Any) -> MarketArrays:
     low = np.ascontiguousarray(market.low, dtype=np.float64)
     ts = np.asarray(market.timestamp)
     interval = getattr(market, "interval_ms", None)
-    if interval is None:
+    if not interval:
         interval = int(np.median(np.diff(ts))) if ts.shape[0] > 1 else 60_000
+    interval = max(int(interval), 1)
     return MarketArrays(ts, high, low, close, int(interval))
 
 
@@ -260,7 +262,20 @@ def _chunks(genomes: list[dict], n_bars: int, memory_bytes: int, max_chunk: int)
 
 def _run_encoded(enc: EncodedPopulation, m: MarketArrays, folds: np.ndarray, fees, slippage, init_cash,
                  ppy, bucket_bars, bucket_origin, n_buckets, positions_out=None):
-    table = indicator_table(enc.indicators, m.high, m.low, m.close)
+    kind = np.empty(len(enc.indicators), dtype=np.int64)
+    row = np.full(len(enc.indicators), -1, dtype=np.int64)
+    param = np.zeros(len(enc.indicators), dtype=np.int64)
+    materialized = []
+    for u, ind in enumerate(enc.indicators):
+        if ind["name"] == "sma":
+            kind[u], param[u] = kernels.KIND_SMA, int(ind["window"])
+        elif ind["name"] == "close":
+            kind[u] = kernels.KIND_CLOSE
+        else:
+            kind[u], row[u] = kernels.KIND_TABLE, len(materialized)
+            materialized.append(ind)
+    table = indicator_table(materialized, m.high, m.low, m.close) if materialized else np.empty((0, 1))
+    csum = kernels.running_sum_nb(m.close)
     n = enc.lhs.shape[0]
     metrics = np.full((n, folds.shape[0], kernels.N_METRICS), np.nan)
     buckets = np.ones((n, n_buckets)) if bucket_bars > 0 else np.ones((0, 0))
@@ -268,7 +283,7 @@ def _run_encoded(enc: EncodedPopulation, m: MarketArrays, folds: np.ndarray, fee
     f_starts = np.ascontiguousarray(folds[:, 0]) if folds.shape[0] else np.empty(0, dtype=np.int64)
     f_ends = np.ascontiguousarray(folds[:, 1]) if folds.shape[0] else np.empty(0, dtype=np.int64)
     kernels.population_nb(
-        m.close, table, enc.lhs, enc.op, enc.rhs, enc.threshold, enc.n_conditions, enc.logic,
+        m.close, kind, row, param, csum, table, enc.lhs, enc.op, enc.rhs, enc.threshold, enc.n_conditions, enc.logic,
         enc.direction, enc.stop_loss, enc.take_profit, f_starts, f_ends, fees, slippage, init_cash,
         ppy, metrics, bucket_bars, bucket_origin, buckets, pos,
     )

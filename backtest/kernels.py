@@ -264,12 +264,13 @@ def _bar(cash, pos, debt, free, sl_price, sl_stop, tp_price, tp_stop, entry, exi
 @njit(cache=True)
 def simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl_stop, tp_stop,
                 write_equity, equity):
-    """Simulate N columns of signals. close is (T, 1) or (T, N); equity is (N, T) if written.
+    """Simulate N columns of signals, column-major: close (1, T) or (N, T), entries and
+    exits (N, T), equity (N, T) written when write_equity.
 
     Returns total_return (N,), final_value (N,), n_trades (N,).
     """
-    n_bars, n_cols = entries.shape
-    shared_close = close.shape[1] == 1
+    n_cols, n_bars = entries.shape
+    shared_close = close.shape[0] == 1
     total_return = np.empty(n_cols)
     final_value = np.empty(n_cols)
     n_trades = np.zeros(n_cols, dtype=np.int64)
@@ -287,9 +288,9 @@ def simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl_
         tp_arg = tp_stop[col]
         trades = 0
         for i in range(n_bars):
-            c = close[i, ccol]
-            e = entries[i, col]
-            x = exits[i, col]
+            c = close[ccol, i]
+            e = entries[col, i]
+            x = exits[col, i]
             if e or x or (pos != 0.0 and (sl_cur == sl_cur or tp_cur == tp_cur)):
                 cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, filled, reduced, notional, vb = _bar(
                     cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, e, x, c,
@@ -300,7 +301,7 @@ def simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl_
                 equity[col, i] = cash + pos * c
         if pos != 0.0:
             trades += 1
-        last = close[n_bars - 1, ccol]
+        last = close[ccol, n_bars - 1]
         final_value[col] = cash + pos * last
         total_return[col] = (final_value[col] - init_cash) / init_cash
         n_trades[col] = trades
@@ -334,13 +335,45 @@ def _condition(value_l, value_r, op, armed, was_below):
     return False, True, True
 
 
+KIND_TABLE = 0  # a row of the indicator table
+KIND_SMA = 1  # simple moving average from the shared running sum (no table row)
+KIND_CLOSE = 2  # the close itself
+
+
 @njit(cache=True)
-def population_nb(close, table, lhs, op, rhs, thr, ncond, logic, direction, sl, tp,
+def running_sum_nb(x):
+    """Sequential running sum, the same float additions as vectorbt's rolling mean."""
+    out = np.empty(x.shape[0], dtype=np.float64)
+    acc = 0.0
+    for i in range(x.shape[0]):
+        acc = acc + x[i]
+        out[i] = acc
+    return out
+
+
+@njit(inline="always")
+def _value(u, t, kind, row, param, table, csum, close):
+    k = kind[u]
+    if k == KIND_TABLE:
+        return table[row[u], t]
+    if k == KIND_SMA:
+        w = param[u]
+        if t < w - 1:
+            return np.nan
+        if t < w:
+            return csum[t] / w
+        return (csum[t] - csum[t - w]) / w
+    return close[t]
+
+
+@njit(cache=True)
+def population_nb(close, kind, row, param, csum, table, lhs, op, rhs, thr, ncond, logic, direction, sl, tp,
                   fold_starts, fold_ends, fees, slippage, init_cash, periods_per_year,
                   metrics, bucket_bars, bucket_origin, buckets, positions):
     """Fused genome -> signals -> simulation -> metrics for a chunk of genomes.
 
-    table: (U, T) indicator values; lhs/op/rhs/thr: (N, 2, K) conditions (entry, exit);
+    Indicator u is read as kind[u]: a row row[u] of table (R, T), an SMA of window
+    param[u] from the running sum csum (T,), or the close; lhs/op/rhs/thr: (N, 2, K) conditions (entry, exit);
     folds: sorted, non-overlapping [start, end) bar ranges, each simulated from flat with
     init_cash; signals are computed over all bars from 0 so they equal full-history signals.
     metrics: (N, F, N_METRICS) out. buckets: (N, B) growth factors over bucket_bars-sized
@@ -405,9 +438,9 @@ def population_nb(close, table, lhs, op, rhs, thr, ncond, logic, direction, sl, 
                 entry = logic_entry == 0
                 for k in range(n_entry):
                     o = op[g, 0, k]
-                    vl = table[lhs[g, 0, k], t]
+                    vl = _value(lhs[g, 0, k], t, kind, row, param, table, csum, close)
                     r = rhs[g, 0, k]
-                    vr = table[r, t] if r >= 0 else thr[g, 0, k]
+                    vr = _value(r, t, kind, row, param, table, csum, close) if r >= 0 else thr[g, 0, k]
                     s, armed[0, k], below[0, k] = _condition(vl, vr, o, armed[0, k], below[0, k])
                     if logic_entry == 0:
                         entry = entry and s
@@ -418,9 +451,9 @@ def population_nb(close, table, lhs, op, rhs, thr, ncond, logic, direction, sl, 
                 exit_ = logic_exit == 0
                 for k in range(n_exit):
                     o = op[g, 1, k]
-                    vl = table[lhs[g, 1, k], t]
+                    vl = _value(lhs[g, 1, k], t, kind, row, param, table, csum, close)
                     r = rhs[g, 1, k]
-                    vr = table[r, t] if r >= 0 else thr[g, 1, k]
+                    vr = _value(r, t, kind, row, param, table, csum, close) if r >= 0 else thr[g, 1, k]
                     s, armed[1, k], below[1, k] = _condition(vl, vr, o, armed[1, k], below[1, k])
                     if logic_exit == 0:
                         exit_ = exit_ and s
