@@ -6,11 +6,12 @@ No Ray, no MLflow, no HTTP server here. Public contracts:
 - ``backtest.positions(genome, candles)``
 - ``backtest.evaluate(population, market, folds)``
 """
-from backtest.engine import EvaluationResult, SimulationResult, evaluate, positions, simulate
+from backtest.engine import EvaluationResult, Evaluator, SimulationResult, evaluate, positions, simulate
 from backtest.strategy import GenomeError, normalize_genome, strategy_id
 
 __all__ = [
     "EvaluationResult",
+    "Evaluator",
     "GenomeError",
     "SimulationResult",
     "evaluate",

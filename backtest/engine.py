@@ -7,8 +7,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from backtest import kernels
-from backtest.indicators import indicator_table
+from backtest import fused, kernels
+from backtest.indicators import fill_indicator_table
 from backtest.metrics import METRIC_INDEX, METRIC_NAMES, periods_per_year
 from backtest.strategy import (
     EncodedPopulation,
@@ -100,7 +100,7 @@ class SimulationResult:
             close, entries, exits, direction, fees, slippage, init_cash, sl, tp = self._inputs
             out = np.empty(entries.shape, dtype=np.float64)
             kernels.simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl, tp, True, out)
-            self._equity = out.T
+            self._equity = out
         return self._equity
 
 
@@ -157,10 +157,9 @@ def simulate(
         raise ValueError(f"init_cash: expected a positive finite number, got {init_cash!r}")
     sl = _stop_array("sl_stop", sl_stop, n_cols)
     tp = _stop_array("tp_stop", tp_stop, n_cols)
-    # column-major copies: each strategy's bars are contiguous for the kernel
-    close = np.ascontiguousarray(close.T)
-    entries = np.ascontiguousarray(entries.T)
-    exits = np.ascontiguousarray(exits.T)
+    close = np.ascontiguousarray(close)
+    entries = np.ascontiguousarray(entries)
+    exits = np.ascontiguousarray(exits)
     dummy = np.empty((0, 0), dtype=np.float64)
     inputs = (close, entries, exits, DIRECTIONS[direction], fees, slippage, float(init_cash), sl, tp)
     total_return, final_value, n_trades = kernels.simulate_nb(*inputs, False, dummy)
@@ -260,34 +259,109 @@ def _chunks(genomes: list[dict], n_bars: int, memory_bytes: int, max_chunk: int)
         yield chunk
 
 
-def _run_encoded(enc: EncodedPopulation, m: MarketArrays, folds: np.ndarray, fees, slippage, init_cash,
-                 ppy, bucket_bars, bucket_origin, n_buckets, positions_out=None):
-    kind = np.empty(len(enc.indicators), dtype=np.int64)
-    row = np.full(len(enc.indicators), -1, dtype=np.int64)
-    param = np.zeros(len(enc.indicators), dtype=np.int64)
-    materialized = []
-    for u, ind in enumerate(enc.indicators):
-        if ind["name"] == "sma":
-            kind[u], param[u] = kernels.KIND_SMA, int(ind["window"])
-        elif ind["name"] == "close":
-            kind[u] = kernels.KIND_CLOSE
-        else:
-            kind[u], row[u] = kernels.KIND_TABLE, len(materialized)
-            materialized.append(ind)
-    table = indicator_table(materialized, m.high, m.low, m.close) if materialized else np.empty((0, 1))
-    csum = kernels.running_sum_nb(m.close)
-    n = enc.lhs.shape[0]
-    metrics = np.full((n, folds.shape[0], kernels.N_METRICS), np.nan)
-    buckets = np.ones((n, n_buckets)) if bucket_bars > 0 else np.ones((0, 0))
-    pos = positions_out if positions_out is not None else np.empty(0, dtype=np.int8)
-    f_starts = np.ascontiguousarray(folds[:, 0]) if folds.shape[0] else np.empty(0, dtype=np.int64)
-    f_ends = np.ascontiguousarray(folds[:, 1]) if folds.shape[0] else np.empty(0, dtype=np.int64)
-    kernels.population_nb(
-        m.close, kind, row, param, csum, table, enc.lhs, enc.op, enc.rhs, enc.threshold, enc.n_conditions, enc.logic,
-        enc.direction, enc.stop_loss, enc.take_profit, f_starts, f_ends, fees, slippage, init_cash,
-        ppy, metrics, bucket_bars, bucket_origin, buckets, pos,
-    )
-    return metrics, buckets
+class Evaluator:
+    """Scores populations; keeps one indicator-table buffer alive between calls.
+
+    An island evaluates every generation with the same Evaluator, so the table memory
+    (at most ``memory_bytes``) is allocated and faulted in once, not per generation.
+    """
+
+    def __init__(self, memory_bytes: int = 256 * 2**20, max_chunk: int = 512):
+        if memory_bytes < 8:
+            raise ValueError(f"memory_bytes must be positive, got {memory_bytes}")
+        self.memory_bytes = int(memory_bytes)
+        self.max_chunk = int(max_chunk)
+        self._buffer = np.empty(0, dtype=np.float64)
+
+    def _table(self, indicators, m: MarketArrays) -> np.ndarray:
+        size = len(indicators) * m.close.shape[0]
+        if self._buffer.shape[0] < size:
+            self._buffer = np.empty(size, dtype=np.float64)
+        table = self._buffer[:size].reshape(len(indicators), m.close.shape[0])
+        fill_indicator_table(indicators, m.high, m.low, m.close, table)
+        return table
+
+    def _run(self, enc: EncodedPopulation, m: MarketArrays, folds: np.ndarray, fees, slippage, init_cash,
+             ppy, bucket_bars, bucket_origin, n_buckets, positions_out=None):
+        table = self._table(enc.indicators, m)
+        n = enc.lhs.shape[0]
+        metrics = np.full((n, folds.shape[0], kernels.N_METRICS), np.nan)
+        buckets = np.ones((n, n_buckets)) if bucket_bars > 0 else np.ones((0, 0))
+        pos = positions_out if positions_out is not None else np.empty(0, dtype=np.int8)
+        fused.population_nb(
+            m.close, table, enc.lhs, enc.op, enc.rhs, enc.threshold, enc.n_conditions, enc.logic,
+            enc.direction, enc.stop_loss, enc.take_profit, np.ascontiguousarray(folds[:, 0]),
+            np.ascontiguousarray(folds[:, 1]), fees, slippage, init_cash, ppy, metrics, bucket_bars,
+            bucket_origin, buckets, pos,
+        )
+        return metrics, buckets
+
+    def evaluate(
+        self,
+        population: Sequence[Mapping],
+        market: Any,
+        folds: Any = None,
+        *,
+        fees: float = 0.0,
+        slippage: float = 0.0,
+        init_cash: float = 1.0,
+        bucket_bars: int = 0,
+    ) -> EvaluationResult:
+        """See :func:`evaluate`."""
+        m = market_arrays(market)
+        n_bars = m.close.shape[0]
+        fr = fold_ranges(folds, n_bars)
+        fees = _check_fraction("fees", fees)
+        slippage = _check_fraction("slippage", slippage)
+        if isinstance(init_cash, bool) or not isinstance(init_cash, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(init_cash) and init_cash > 0
+        ):
+            raise ValueError(f"init_cash: expected a positive finite number, got {init_cash!r}")
+        if isinstance(bucket_bars, bool) or not isinstance(bucket_bars, (int, np.integer)) or bucket_bars < 0:
+            raise ValueError(f"bucket_bars: expected a non-negative integer, got {bucket_bars!r}")
+        ppy = periods_per_year(m.interval_ms)
+        n = len(population)
+        normalized: list[dict | None] = [None] * n
+        ids: list[str | None] = [None] * n
+        errors: dict[int, str] = {}
+        for i, genome in enumerate(population):
+            try:
+                normalized[i] = normalize_genome(genome)
+                ids[i] = strategy_id(normalized[i])
+            except GenomeError as exc:
+                errors[i] = str(exc)
+            except Exception as exc:  # failures are values: a bad genome never aborts a generation
+                errors[i] = f"{type(exc).__name__}: {exc}"
+        first: dict[str, int] = {}  # each distinct strategy is evaluated once
+        for i, sid in enumerate(ids):
+            if sid is not None and sid not in first:
+                first[sid] = i
+        unique_idx = list(first.values())
+        metrics = np.full((n, fr.shape[0], kernels.N_METRICS), np.nan)
+        origin = int(fr[0, 0])
+        n_buckets = -(-(int(fr[-1, 1]) - origin) // bucket_bars) if bucket_bars > 0 else 0
+        buckets = np.full((n, n_buckets), np.nan) if bucket_bars > 0 else None
+        unique_genomes = [normalized[i] for i in unique_idx]
+        for chunk in _chunks(unique_genomes, n_bars, self.memory_bytes, self.max_chunk):
+            idx = [unique_idx[c] for c in chunk]
+            enc = encode_population([normalized[i] for i in idx])
+            try:
+                chunk_metrics, chunk_buckets = self._run(
+                    enc, m, fr, fees, slippage, float(init_cash), ppy, bucket_bars, origin, n_buckets
+                )
+            except Exception as exc:  # pragma: no cover - a kernel failure marks the chunk, never aborts
+                for i in idx:
+                    errors[i] = f"{type(exc).__name__}: {exc}"
+                continue
+            metrics[idx] = chunk_metrics
+            if buckets is not None:
+                buckets[idx] = chunk_buckets
+        for i, sid in enumerate(ids):
+            if sid is not None and first[sid] != i:
+                metrics[i] = metrics[first[sid]]
+                if buckets is not None:
+                    buckets[i] = buckets[first[sid]]
+        return EvaluationResult(ids, metrics, fr, errors, buckets)
 
 
 def evaluate(
@@ -304,64 +378,20 @@ def evaluate(
 ) -> EvaluationResult:
     """Score a population of genomes on the folds of a market in fused numba kernels.
 
-    Each fold is simulated from a flat book with ``init_cash``; signals are computed over
-    the full history, so they equal ``positions()`` on the same bars. Indicators with the
-    same parameters are computed once per chunk; chunks keep the indicator table under
-    ``memory_bytes``. With ``bucket_bars > 0`` the result also holds each genome's growth
-    factor per bucket of that many bars (counted from the first fold's start), the
-    out-of-sample return series for the deflated Sharpe ratio and PBO.
-    A genome that fails validation gets a NaN row and an entry in ``errors``.
+    ``folds``: None (all bars), an (F, 2) array of sorted, non-overlapping [start, end)
+    bar ranges, or a ``validation.Split`` (its test windows). Each fold is simulated from
+    a flat book with ``init_cash``; signals are computed over the full history, so they
+    equal ``positions()`` on the same bars. Indicators with the same parameters are
+    computed once per chunk; chunks keep the indicator table under ``memory_bytes``.
+    With ``bucket_bars > 0`` the result also holds each genome's growth factor per bucket
+    of that many bars (from the first fold's start): the out-of-sample return series for
+    the deflated Sharpe ratio and PBO. A genome that fails validation gets a NaN row and
+    an entry in ``errors``; it never aborts the call. Use an :class:`Evaluator` to keep
+    buffers between calls.
     """
-    m = market_arrays(market)
-    n_bars = m.close.shape[0]
-    fr = fold_ranges(folds, n_bars)
-    fees = _check_fraction("fees", fees)
-    slippage = _check_fraction("slippage", slippage)
-    ppy = periods_per_year(m.interval_ms)
-    n = len(population)
-    normalized: list[dict | None] = [None] * n
-    ids: list[str | None] = [None] * n
-    errors: dict[int, str] = {}
-    for i, genome in enumerate(population):
-        try:
-            normalized[i] = normalize_genome(genome)
-            ids[i] = strategy_id(normalized[i])
-        except GenomeError as exc:
-            errors[i] = str(exc)
-        except Exception as exc:  # failures are values: a bad genome never aborts a generation
-            errors[i] = f"{type(exc).__name__}: {exc}"
-    # evaluate each distinct strategy once
-    first: dict[str, int] = {}
-    for i, sid in enumerate(ids):
-        if sid is not None and sid not in first:
-            first[sid] = i
-    unique_idx = list(first.values())
-    metrics = np.full((n, fr.shape[0], kernels.N_METRICS), np.nan)
-    origin = int(fr[0, 0])
-    n_buckets = -(-(int(fr[-1, 1]) - origin) // bucket_bars) if bucket_bars > 0 else 0
-    buckets = np.full((n, n_buckets), np.nan) if bucket_bars > 0 else None
-    unique_genomes = [normalized[i] for i in unique_idx]
-    for chunk in _chunks(unique_genomes, n_bars, memory_bytes, max_chunk):
-        idx = [unique_idx[c] for c in chunk]
-        enc = encode_population([normalized[i] for i in idx])
-        try:
-            chunk_metrics, chunk_buckets = _run_encoded(
-                enc, m, fr, fees, slippage, float(init_cash), ppy, bucket_bars, origin, n_buckets
-            )
-        except Exception as exc:  # pragma: no cover - a kernel failure marks the chunk, never aborts
-            for i in idx:
-                errors[i] = f"{type(exc).__name__}: {exc}"
-            continue
-        metrics[idx] = chunk_metrics
-        if buckets is not None:
-            buckets[idx] = chunk_buckets
-    for i, sid in enumerate(ids):
-        if sid is not None and first[sid] != i:
-            metrics[i] = metrics[first[sid]]
-            if buckets is not None:
-                buckets[i] = buckets[first[sid]]
-    return EvaluationResult(ids, metrics, fr, errors, buckets)
-
+    return Evaluator(memory_bytes, max_chunk).evaluate(
+        population, market, folds, fees=fees, slippage=slippage, init_cash=init_cash, bucket_bars=bucket_bars
+    )
 
 # ---------------------------------------------------------------- positions
 
@@ -426,5 +456,7 @@ def positions(genome: Any, candles: Any) -> np.ndarray:
     enc = encode_population([g])
     out = np.zeros(m.close.shape[0], dtype=np.int8)
     no_folds = np.empty((0, 2), dtype=np.int64)
-    _run_encoded(enc, m, no_folds, 0.0, 0.0, 1.0, periods_per_year(max(m.interval_ms, 1)), 0, 0, 0, out)
+    Evaluator(memory_bytes=8 * len(enc.indicators) * m.close.shape[0] + 8)._run(
+        enc, m, no_folds, 0.0, 0.0, 1.0, periods_per_year(m.interval_ms), 0, 0, 0, out
+    )
     return out.astype(np.int64)

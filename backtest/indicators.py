@@ -232,6 +232,20 @@ def compute_indicator(indicator: Mapping, high: np.ndarray, low: np.ndarray, clo
 def indicator_table(indicators, high, low, close) -> np.ndarray:
     """(U, T) float64 matrix: one row per distinct indicator, computed once."""
     out = np.empty((len(indicators), close.shape[0]), dtype=np.float64)
-    for u, ind in enumerate(indicators):
-        out[u] = compute_indicator(ind, high, low, close)
+    fill_indicator_table(indicators, high, low, close, out)
     return out
+
+
+def fill_indicator_table(indicators, high, low, close, out: np.ndarray) -> None:
+    """Fill out (U, T) with one row per indicator; every SMA comes from one shared
+    running sum (bit-identical to sma_nb)."""
+    from backtest.fused import running_sum_nb, sma_from_running_sum_nb
+
+    csum = None
+    for u, ind in enumerate(indicators):
+        if ind["name"] == "sma":
+            if csum is None:
+                csum = running_sum_nb(close)
+            sma_from_running_sum_nb(csum, int(ind["window"]), out[u])
+        else:
+            out[u] = compute_indicator(ind, high, low, close)

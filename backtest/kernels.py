@@ -264,335 +264,48 @@ def _bar(cash, pos, debt, free, sl_price, sl_stop, tp_price, tp_stop, entry, exi
 @njit(cache=True)
 def simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl_stop, tp_stop,
                 write_equity, equity):
-    """Simulate N columns of signals, column-major: close (1, T) or (N, T), entries and
-    exits (N, T), equity (N, T) written when write_equity.
+    """Simulate N columns of signals row by row (C-order inputs, no copies).
 
-    Returns total_return (N,), final_value (N,), n_trades (N,).
+    close (T, 1) or (T, N); entries, exits (T, N) bool; equity (T, N) written when
+    write_equity. Returns total_return (N,), final_value (N,), n_trades (N,).
     """
-    n_cols, n_bars = entries.shape
-    shared_close = close.shape[0] == 1
+    n_bars, n_cols = entries.shape
+    shared_close = close.shape[1] == 1
+    cash = np.full(n_cols, init_cash)
+    free = np.full(n_cols, init_cash)
+    pos = np.zeros(n_cols)
+    debt = np.zeros(n_cols)
+    sl_price = np.full(n_cols, np.nan)
+    sl_cur = np.full(n_cols, np.nan)
+    tp_price = np.full(n_cols, np.nan)
+    tp_cur = np.full(n_cols, np.nan)
+    n_trades = np.zeros(n_cols, dtype=np.int64)
+    use_stops = False
+    for col in range(n_cols):
+        if not np.isnan(sl_stop[col]) or not np.isnan(tp_stop[col]):
+            use_stops = True
+    for i in range(n_bars):
+        for col in range(n_cols):
+            c = close[i, 0] if shared_close else close[i, col]
+            e = entries[i, col]
+            x = exits[i, col]
+            p = pos[col]
+            if e or x or (use_stops and p != 0.0 and (sl_cur[col] == sl_cur[col] or tp_cur[col] == tp_cur[col])):
+                (cash[col], pos[col], debt[col], free[col], sl_price[col], sl_cur[col], tp_price[col], tp_cur[col],
+                 filled, reduced, notional, vb) = _bar(
+                    cash[col], p, debt[col], free[col], sl_price[col], sl_cur[col], tp_price[col], tp_cur[col],
+                    e, x, c, direction, fees, slippage, sl_stop[col], tp_stop[col])
+                if reduced:
+                    n_trades[col] += 1
+                p = pos[col]
+            if write_equity:
+                equity[i, col] = cash[col] + p * c if p != 0.0 else cash[col]
     total_return = np.empty(n_cols)
     final_value = np.empty(n_cols)
-    n_trades = np.zeros(n_cols, dtype=np.int64)
     for col in range(n_cols):
-        ccol = 0 if shared_close else col
-        cash = init_cash
-        free = init_cash
-        pos = 0.0
-        debt = 0.0
-        sl_price = np.nan
-        sl_cur = np.nan
-        tp_price = np.nan
-        tp_cur = np.nan
-        sl_arg = sl_stop[col]
-        tp_arg = tp_stop[col]
-        trades = 0
-        for i in range(n_bars):
-            c = close[ccol, i]
-            e = entries[col, i]
-            x = exits[col, i]
-            if e or x or (pos != 0.0 and (sl_cur == sl_cur or tp_cur == tp_cur)):
-                cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, filled, reduced, notional, vb = _bar(
-                    cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, e, x, c,
-                    direction, fees, slippage, sl_arg, tp_arg)
-                if reduced:
-                    trades += 1
-            if write_equity:
-                equity[col, i] = cash + pos * c
-        if pos != 0.0:
-            trades += 1
-        last = close[ccol, n_bars - 1]
-        final_value[col] = cash + pos * last
+        if pos[col] != 0.0:
+            n_trades[col] += 1
+        last = close[n_bars - 1, 0] if shared_close else close[n_bars - 1, col]
+        final_value[col] = cash[col] + pos[col] * last
         total_return[col] = (final_value[col] - init_cash) / init_cash
-        n_trades[col] = trades
     return total_return, final_value, n_trades
-
-
-@njit(inline="always")
-def _condition(value_l, value_r, op, armed, was_below):
-    """Evaluate one condition at one bar; crossing state as vectorbt's crossed_above_1d_nb.
-
-    Returns (signal, armed, was_below). For crosses_below the roles of l and r swap.
-    """
-    if np.isnan(value_l) or np.isnan(value_r):
-        return False, True, False
-    if op == 0:
-        return value_l > value_r, armed, was_below
-    if op == 1:
-        return value_l < value_r, armed, was_below
-    a = value_l
-    b = value_r
-    if op == 3:
-        a = value_r
-        b = value_l
-    if a > b:
-        if was_below:
-            signal = armed
-            return signal, False, was_below
-        return False, armed, was_below
-    if a == b:
-        return False, True, was_below
-    return False, True, True
-
-
-KIND_TABLE = 0  # a row of the indicator table
-KIND_SMA = 1  # simple moving average from the shared running sum (no table row)
-KIND_CLOSE = 2  # the close itself
-
-
-@njit(cache=True)
-def running_sum_nb(x):
-    """Sequential running sum, the same float additions as vectorbt's rolling mean."""
-    out = np.empty(x.shape[0], dtype=np.float64)
-    acc = 0.0
-    for i in range(x.shape[0]):
-        acc = acc + x[i]
-        out[i] = acc
-    return out
-
-
-@njit(inline="always")
-def _value(u, t, kind, row, param, table, csum, close):
-    k = kind[u]
-    if k == KIND_TABLE:
-        return table[row[u], t]
-    if k == KIND_SMA:
-        w = param[u]
-        if t < w - 1:
-            return np.nan
-        if t < w:
-            return csum[t] / w
-        return (csum[t] - csum[t - w]) / w
-    return close[t]
-
-
-@njit(cache=True)
-def population_nb(close, kind, row, param, csum, table, lhs, op, rhs, thr, ncond, logic, direction, sl, tp,
-                  fold_starts, fold_ends, fees, slippage, init_cash, periods_per_year,
-                  metrics, bucket_bars, bucket_origin, buckets, positions):
-    """Fused genome -> signals -> simulation -> metrics for a chunk of genomes.
-
-    Indicator u is read as kind[u]: a row row[u] of table (R, T), an SMA of window
-    param[u] from the running sum csum (T,), or the close; lhs/op/rhs/thr: (N, 2, K) conditions (entry, exit);
-    folds: sorted, non-overlapping [start, end) bar ranges, each simulated from flat with
-    init_cash; signals are computed over all bars from 0 so they equal full-history signals.
-    metrics: (N, F, N_METRICS) out. buckets: (N, B) growth factors over bucket_bars-sized
-    buckets counted from bucket_origin (only when bucket_bars > 0). positions: (T,) int8
-    target positions of genome 0 (only when positions.shape[0] > 0).
-    """
-    n_gen = lhs.shape[0]
-    kmax = lhs.shape[2]
-    n_folds = fold_starts.shape[0]
-    last_bar = fold_ends[n_folds - 1] if n_folds > 0 else 0
-    if positions.shape[0] > 0:
-        last_bar = max(last_bar, positions.shape[0])
-    armed = np.ones((2, kmax), dtype=np.bool_)
-    below = np.zeros((2, kmax), dtype=np.bool_)
-    want_buckets = bucket_bars > 0
-    want_positions = positions.shape[0] > 0
-    for g in range(n_gen):
-        for b in range(2):
-            for k in range(kmax):
-                armed[b, k] = True
-                below[b, k] = False
-        dirn = direction[g]
-        sl_arg = sl[g]
-        tp_arg = tp[g]
-        n_entry = ncond[g, 0]
-        n_exit = ncond[g, 1]
-        logic_entry = logic[g, 0]
-        logic_exit = logic[g, 1]
-        fi = 0
-        in_fold = False
-        # simulation + metric state
-        cash = init_cash
-        free = init_cash
-        pos = 0.0
-        debt = 0.0
-        sl_price = np.nan
-        sl_cur = np.nan
-        tp_price = np.nan
-        tp_cur = np.nan
-        prev_value = init_cash
-        peak = init_cash
-        max_dd = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        s4 = 0.0
-        down2 = 0.0
-        exposed = 0
-        notional_sum = 0.0
-        value_sum = 0.0
-        trades = 0
-        closed = 0
-        wins = 0
-        gross_win = 0.0
-        gross_loss = 0.0
-        trade_start = 0.0
-        seg_value = init_cash
-        for t in range(last_bar):
-            # ---- signals at bar t (always, so crossing state matches the full history)
-            entry = False
-            if n_entry > 0:
-                entry = logic_entry == 0
-                for k in range(n_entry):
-                    o = op[g, 0, k]
-                    vl = _value(lhs[g, 0, k], t, kind, row, param, table, csum, close)
-                    r = rhs[g, 0, k]
-                    vr = _value(r, t, kind, row, param, table, csum, close) if r >= 0 else thr[g, 0, k]
-                    s, armed[0, k], below[0, k] = _condition(vl, vr, o, armed[0, k], below[0, k])
-                    if logic_entry == 0:
-                        entry = entry and s
-                    else:
-                        entry = entry or s
-            exit_ = False
-            if n_exit > 0:
-                exit_ = logic_exit == 0
-                for k in range(n_exit):
-                    o = op[g, 1, k]
-                    vl = _value(lhs[g, 1, k], t, kind, row, param, table, csum, close)
-                    r = rhs[g, 1, k]
-                    vr = _value(r, t, kind, row, param, table, csum, close) if r >= 0 else thr[g, 1, k]
-                    s, armed[1, k], below[1, k] = _condition(vl, vr, o, armed[1, k], below[1, k])
-                    if logic_exit == 0:
-                        exit_ = exit_ and s
-                    else:
-                        exit_ = exit_ or s
-            if want_positions:
-                c = close[t]
-                if entry or exit_ or (pos != 0.0 and (sl_cur == sl_cur or tp_cur == tp_cur)):
-                    cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, filled, reduced, notional, vb = _bar(
-                        cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, entry, exit_, c,
-                        dirn, fees, slippage, sl_arg, tp_arg)
-                positions[t] = 1 if pos > 0.0 else (-1 if pos < 0.0 else 0)
-            if fi >= n_folds:
-                continue
-            if not in_fold:
-                if t != fold_starts[fi]:
-                    continue
-                in_fold = True
-                cash = init_cash
-                free = init_cash
-                pos = 0.0
-                debt = 0.0
-                sl_price = np.nan
-                sl_cur = np.nan
-                tp_price = np.nan
-                tp_cur = np.nan
-                prev_value = init_cash
-                peak = init_cash
-                max_dd = 0.0
-                s1 = 0.0
-                s2 = 0.0
-                s3 = 0.0
-                s4 = 0.0
-                down2 = 0.0
-                exposed = 0
-                notional_sum = 0.0
-                value_sum = 0.0
-                trades = 0
-                closed = 0
-                wins = 0
-                gross_win = 0.0
-                gross_loss = 0.0
-                trade_start = init_cash
-                seg_value = init_cash
-            # ---- simulate bar t inside the fold
-            c = close[t]
-            if entry or exit_ or (pos != 0.0 and (sl_cur == sl_cur or tp_cur == tp_cur)):
-                old_pos = pos
-                cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, filled, reduced, notional, vb = _bar(
-                    cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, entry, exit_, c,
-                    dirn, fees, slippage, sl_arg, tp_arg)
-                if filled:
-                    notional_sum += notional
-                    if reduced:
-                        trades += 1
-                        closed += 1
-                        if pos == 0.0 or np.sign(pos) == np.sign(old_pos):
-                            pnl = cash + pos * c - trade_start  # closed: after exit costs
-                        else:
-                            pnl = vb - trade_start  # reversed: old trade ends at market value
-                        if pnl > 0.0:
-                            wins += 1
-                            gross_win += pnl
-                        else:
-                            gross_loss -= pnl
-                        if pos != 0.0:
-                            trade_start = vb if np.sign(pos) != np.sign(old_pos) else cash + pos * c
-                    elif old_pos == 0.0:
-                        trade_start = vb
-            value = cash + pos * c
-            if pos != 0.0:
-                exposed += 1
-            value_sum += value
-            if value != prev_value:
-                ret = value / prev_value - 1.0
-                r2 = ret * ret
-                s1 += ret
-                s2 += r2
-                s3 += r2 * ret
-                s4 += r2 * r2
-                if ret < 0.0:
-                    down2 += r2
-                prev_value = value
-                if value > peak:
-                    peak = value
-                else:
-                    dd = 1.0 - value / peak
-                    if dd > max_dd:
-                        max_dd = dd
-            if want_buckets:
-                if (t + 1 - bucket_origin) % bucket_bars == 0 or t == fold_ends[fi] - 1:
-                    bk = (t - bucket_origin) // bucket_bars
-                    if bk >= 0 and bk < buckets.shape[1]:
-                        buckets[g, bk] *= value / seg_value
-                    seg_value = value
-            if t == fold_ends[fi] - 1:
-                # ---- close the fold's books
-                n = fold_ends[fi] - fold_starts[fi]
-                if pos != 0.0:
-                    trades += 1
-                out = metrics[g, fi]
-                final = value
-                out[M_FINAL_VALUE] = final
-                out[M_TOTAL_RETURN] = final / init_cash - 1.0
-                years = n / periods_per_year
-                if final > 0.0:
-                    out[M_CAGR] = (final / init_cash) ** (1.0 / years) - 1.0
-                else:
-                    out[M_CAGR] = -1.0
-                mean = s1 / n
-                var = (s2 - n * mean * mean) / (n - 1) if n > 1 else np.nan
-                if var > 0.0:
-                    std = np.sqrt(var)
-                    out[M_SHARPE] = mean / std * np.sqrt(periods_per_year)
-                    m2 = s2 / n - mean * mean
-                    m3 = s3 / n - 3.0 * mean * s2 / n + 2.0 * mean ** 3
-                    m4 = s4 / n - 4.0 * mean * s3 / n + 6.0 * mean * mean * s2 / n - 3.0 * mean ** 4
-                    out[M_SKEW] = m3 / m2 ** 1.5 if m2 > 0.0 else 0.0
-                    out[M_KURTOSIS] = m4 / (m2 * m2) if m2 > 0.0 else 3.0
-                else:
-                    out[M_SHARPE] = 0.0
-                    out[M_SKEW] = 0.0
-                    out[M_KURTOSIS] = 3.0
-                dd2 = down2 / n
-                if dd2 > 0.0:
-                    out[M_SORTINO] = mean / np.sqrt(dd2) * np.sqrt(periods_per_year)
-                else:
-                    out[M_SORTINO] = np.inf if mean > 0.0 else 0.0
-                out[M_MAX_DRAWDOWN] = max_dd
-                out[M_CALMAR] = out[M_CAGR] / max_dd if max_dd > 0.0 else (np.inf if out[M_CAGR] > 0.0 else 0.0)
-                out[M_WIN_RATE] = wins / closed if closed > 0 else np.nan
-                if gross_loss > 0.0:
-                    out[M_PROFIT_FACTOR] = gross_win / gross_loss
-                else:
-                    out[M_PROFIT_FACTOR] = np.inf if gross_win > 0.0 else np.nan
-                out[M_N_TRADES] = trades
-                out[M_EXPOSURE] = exposed / n
-                out[M_TURNOVER] = notional_sum / (value_sum / n) if value_sum > 0.0 else 0.0
-                out[M_N_BARS] = n
-                fi += 1
-                in_fold = False
-    return metrics

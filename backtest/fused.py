@@ -1,0 +1,334 @@
+"""The fused population kernel: genome -> signals -> simulation -> metrics, per genome.
+
+Per genome, each condition is one tight loop over two indicator rows (or a row and a
+threshold) combined into entry and exit buffers of T bytes, reused across genomes; then
+one simulation pass per fold accumulates every metric on the fly. No (T, N) array is
+ever held for the population.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from backtest.kernels import (
+    M_CAGR,
+    M_CALMAR,
+    M_EXPOSURE,
+    M_FINAL_VALUE,
+    M_KURTOSIS,
+    M_MAX_DRAWDOWN,
+    M_N_BARS,
+    M_N_TRADES,
+    M_PROFIT_FACTOR,
+    M_SHARPE,
+    M_SKEW,
+    M_SORTINO,
+    M_TOTAL_RETURN,
+    M_TURNOVER,
+    M_WIN_RATE,
+    _bar,
+)
+
+OP_GT = 0
+OP_LT = 1
+OP_CROSS_ABOVE = 2
+OP_CROSS_BELOW = 3
+
+
+@njit(cache=True)
+def running_sum_nb(x):
+    """Sequential running sum, the same float additions as vectorbt's rolling mean."""
+    out = np.empty(x.shape[0], dtype=np.float64)
+    acc = 0.0
+    for i in range(x.shape[0]):
+        acc = acc + x[i]
+        out[i] = acc
+    return out
+
+
+@njit(cache=True)
+def sma_from_running_sum_nb(csum, window, out):
+    """SMA from a shared running sum: bit-identical to vectorbt's rolling_mean_1d_nb."""
+    n = csum.shape[0]
+    for i in range(min(window - 1, n)):
+        out[i] = np.nan
+    if window - 1 < n:
+        out[window - 1] = csum[window - 1] / window
+    for i in range(window, n):
+        out[i] = (csum[i] - csum[i - window]) / window
+
+
+@njit(inline="always")
+def _cross_loop(a, b, n, first, use_and, buf):
+    """a crosses above b (vectorbt crossed_above_1d_nb, wait=0), combined into buf."""
+    armed = True
+    was_below = False
+    for t in range(n):
+        x = a[t]
+        y = b[t]
+        s = False
+        if np.isnan(x) or np.isnan(y):
+            armed = True
+            was_below = False
+        elif x > y:
+            if was_below:
+                s = armed
+                armed = False
+        elif x == y:
+            armed = True
+        else:
+            armed = True
+            was_below = True
+        if first:
+            buf[t] = s
+        elif use_and:
+            buf[t] = buf[t] and s
+        else:
+            buf[t] = buf[t] or s
+
+
+@njit(inline="always")
+def _cross_threshold_loop(a, thr, above, n, first, use_and, buf):
+    """a crosses above (or below) a constant threshold."""
+    armed = True
+    was_below = False
+    for t in range(n):
+        x = a[t]
+        s = False
+        if np.isnan(x):
+            armed = True
+            was_below = False
+        else:
+            hi = x > thr if above else thr > x
+            if hi:
+                if was_below:
+                    s = armed
+                    armed = False
+            elif x == thr:
+                armed = True
+            else:
+                armed = True
+                was_below = True
+        if first:
+            buf[t] = s
+        elif use_and:
+            buf[t] = buf[t] and s
+        else:
+            buf[t] = buf[t] or s
+
+
+@njit(inline="always")
+def _compare_loop(a, b, greater, n, first, use_and, buf):
+    for t in range(n):
+        s = a[t] > b[t] if greater else a[t] < b[t]  # NaN compares False
+        if first:
+            buf[t] = s
+        elif use_and:
+            buf[t] = buf[t] and s
+        else:
+            buf[t] = buf[t] or s
+
+
+@njit(inline="always")
+def _compare_threshold_loop(a, thr, greater, n, first, use_and, buf):
+    for t in range(n):
+        s = a[t] > thr if greater else a[t] < thr
+        if first:
+            buf[t] = s
+        elif use_and:
+            buf[t] = buf[t] and s
+        else:
+            buf[t] = buf[t] or s
+
+
+@njit(cache=True)
+def block_signals_nb(table, lhs, op, rhs, thr, n_cond, use_and, n, buf):
+    """Signals of one block (entry or exit) of one genome into buf[:n]."""
+    if n_cond == 0:
+        for t in range(n):
+            buf[t] = False
+        return
+    for k in range(n_cond):
+        first = k == 0
+        a = table[lhs[k]]
+        o = op[k]
+        if rhs[k] >= 0:
+            b = table[rhs[k]]
+            if o == OP_GT or o == OP_LT:
+                _compare_loop(a, b, o == OP_GT, n, first, use_and, buf)
+            elif o == OP_CROSS_ABOVE:
+                _cross_loop(a, b, n, first, use_and, buf)
+            else:
+                _cross_loop(b, a, n, first, use_and, buf)
+        else:
+            if o == OP_GT or o == OP_LT:
+                _compare_threshold_loop(a, thr[k], o == OP_GT, n, first, use_and, buf)
+            else:
+                _cross_threshold_loop(a, thr[k], o == OP_CROSS_ABOVE, n, first, use_and, buf)
+
+
+@njit(cache=True)
+def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage, init_cash, sl_arg, tp_arg,
+                     periods_per_year, out, bucket_bars, bucket_origin, buckets, positions):
+    """Simulate one genome on [start, end) from a flat book and write its metrics to out."""
+    cash = init_cash
+    free = init_cash
+    pos = 0.0
+    debt = 0.0
+    sl_price = np.nan
+    sl_cur = np.nan
+    tp_price = np.nan
+    tp_cur = np.nan
+    prev_value = init_cash
+    peak = init_cash
+    max_dd = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
+    down2 = 0.0
+    exposed = 0
+    notional_sum = 0.0
+    value_sum = 0.0
+    trades = 0
+    closed = 0
+    wins = 0
+    gross_win = 0.0
+    gross_loss = 0.0
+    trade_start = init_cash
+    seg_value = init_cash
+    want_buckets = bucket_bars > 0
+    want_positions = positions.shape[0] > 0
+    value = init_cash
+    for t in range(start, end):
+        c = close[t]
+        e = entry[t]
+        x = exit_[t]
+        if e or x or (pos != 0.0 and (sl_cur == sl_cur or tp_cur == tp_cur)):
+            old_pos = pos
+            cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, filled, reduced, notional, vb = _bar(
+                cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, e, x, c,
+                direction, fees, slippage, sl_arg, tp_arg)
+            if filled:
+                notional_sum += notional
+                if reduced:
+                    trades += 1
+                    closed += 1
+                    if pos == 0.0 or np.sign(pos) == np.sign(old_pos):
+                        pnl = cash + pos * c - trade_start  # closed: after exit costs
+                    else:
+                        pnl = vb - trade_start  # reversed: the old trade ends at market value
+                    if pnl > 0.0:
+                        wins += 1
+                        gross_win += pnl
+                    else:
+                        gross_loss -= pnl
+                    if pos != 0.0:
+                        trade_start = vb if np.sign(pos) != np.sign(old_pos) else cash + pos * c
+                elif old_pos == 0.0:
+                    trade_start = vb
+        if want_positions:
+            positions[t] = 1 if pos > 0.0 else (-1 if pos < 0.0 else 0)
+        if pos != 0.0:
+            exposed += 1
+            value = cash + pos * c
+        else:
+            value = cash
+        value_sum += value
+        if value != prev_value:
+            ret = value / prev_value - 1.0
+            r2 = ret * ret
+            s1 += ret
+            s2 += r2
+            s3 += r2 * ret
+            s4 += r2 * r2
+            if ret < 0.0:
+                down2 += r2
+            prev_value = value
+            if value > peak:
+                peak = value
+            else:
+                dd = 1.0 - value / peak
+                if dd > max_dd:
+                    max_dd = dd
+        if want_buckets:
+            if (t + 1 - bucket_origin) % bucket_bars == 0 or t == end - 1:
+                bk = (t - bucket_origin) // bucket_bars
+                if bk >= 0 and bk < buckets.shape[0]:
+                    buckets[bk] *= value / seg_value
+                seg_value = value
+    n = end - start
+    if pos != 0.0:
+        trades += 1
+    final = value
+    out[M_FINAL_VALUE] = final
+    out[M_TOTAL_RETURN] = final / init_cash - 1.0
+    years = n / periods_per_year
+    out[M_CAGR] = (final / init_cash) ** (1.0 / years) - 1.0 if final > 0.0 else -1.0
+    mean = s1 / n
+    var = (s2 - n * mean * mean) / (n - 1) if n > 1 else 0.0
+    if var > 0.0:
+        out[M_SHARPE] = mean / np.sqrt(var) * np.sqrt(periods_per_year)
+        m2 = s2 / n - mean * mean
+        m3 = s3 / n - 3.0 * mean * s2 / n + 2.0 * mean ** 3
+        m4 = s4 / n - 4.0 * mean * s3 / n + 6.0 * mean * mean * s2 / n - 3.0 * mean ** 4
+        out[M_SKEW] = m3 / m2 ** 1.5 if m2 > 0.0 else 0.0
+        out[M_KURTOSIS] = m4 / (m2 * m2) if m2 > 0.0 else 3.0
+    else:
+        out[M_SHARPE] = 0.0
+        out[M_SKEW] = 0.0
+        out[M_KURTOSIS] = 3.0
+    dd2 = down2 / n
+    if dd2 > 0.0:
+        out[M_SORTINO] = mean / np.sqrt(dd2) * np.sqrt(periods_per_year)
+    else:
+        out[M_SORTINO] = np.inf if mean > 0.0 else 0.0
+    out[M_MAX_DRAWDOWN] = max_dd
+    out[M_CALMAR] = out[M_CAGR] / max_dd if max_dd > 0.0 else (np.inf if out[M_CAGR] > 0.0 else 0.0)
+    out[M_WIN_RATE] = wins / closed if closed > 0 else np.nan
+    if gross_loss > 0.0:
+        out[M_PROFIT_FACTOR] = gross_win / gross_loss
+    else:
+        out[M_PROFIT_FACTOR] = np.inf if gross_win > 0.0 else np.nan
+    out[M_N_TRADES] = trades
+    out[M_EXPOSURE] = exposed / n
+    out[M_TURNOVER] = notional_sum / (value_sum / n) if value_sum > 0.0 else 0.0
+    out[M_N_BARS] = n
+
+
+@njit(cache=True)
+def population_nb(close, table, lhs, op, rhs, thr, ncond, logic, direction, sl, tp,
+                  fold_starts, fold_ends, fees, slippage, init_cash, periods_per_year,
+                  metrics, bucket_bars, bucket_origin, buckets, positions):
+    """Score a chunk of genomes on every fold.
+
+    table: (U, T) indicator rows; lhs/op/rhs/thr: (N, 2, K) conditions (0 entry, 1 exit),
+    rhs -1 means compare with thr. Folds are sorted, non-overlapping [start, end); each
+    is simulated from flat with init_cash, with signals computed over all bars from 0 so
+    they equal the full-history signals. metrics: (N, F, M) out; buckets: (N, B) growth
+    factors per bucket_bars bars from bucket_origin (when bucket_bars > 0).
+    With positions.shape[0] == T and no folds, genome 0 is simulated over all bars and
+    its target positions are written there.
+    """
+    n_gen = lhs.shape[0]
+    n_folds = fold_starts.shape[0]
+    want_positions = positions.shape[0] > 0
+    n = fold_ends[n_folds - 1] if n_folds > 0 else positions.shape[0]
+    entry = np.empty(n, dtype=np.bool_)
+    exit_ = np.empty(n, dtype=np.bool_)
+    no_positions = np.empty(0, dtype=np.int8)
+    empty_buckets = np.empty(0, dtype=np.float64)
+    for g in range(n_gen):
+        block_signals_nb(table, lhs[g, 0], op[g, 0], rhs[g, 0], thr[g, 0], ncond[g, 0], logic[g, 0] == 0, n, entry)
+        block_signals_nb(table, lhs[g, 1], op[g, 1], rhs[g, 1], thr[g, 1], ncond[g, 1], logic[g, 1] == 0, n, exit_)
+        if want_positions:
+            scratch = np.empty(15, dtype=np.float64)
+            simulate_fold_nb(close, entry, exit_, 0, n, direction[g], fees, slippage, init_cash, sl[g], tp[g],
+                             periods_per_year, scratch, 0, 0, empty_buckets, positions)
+            continue
+        for f in range(n_folds):
+            bk = buckets[g] if bucket_bars > 0 else empty_buckets
+            simulate_fold_nb(close, entry, exit_, fold_starts[f], fold_ends[f], direction[g], fees, slippage,
+                             init_cash, sl[g], tp[g], periods_per_year, metrics[g, f], bucket_bars,
+                             bucket_origin, bk, no_positions)
+    return metrics
