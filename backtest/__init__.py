@@ -6,7 +6,7 @@ No Ray, no MLflow, no HTTP server here. Public contracts:
 - ``backtest.positions(genome, candles)``
 - ``backtest.evaluate(population, market, folds)``
 """
-from backtest.engine import EvaluationResult, Evaluator, SimulationResult, evaluate, positions, simulate
+from backtest.engine import EvaluationResult, Evaluator, SimulationResult, evaluate, positions, signals, simulate
 from backtest.strategy import GenomeError, normalize_genome, strategy_id
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "evaluate",
     "normalize_genome",
     "positions",
+    "signals",
     "simulate",
     "strategy_id",
 ]

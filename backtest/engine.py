@@ -15,8 +15,9 @@ from backtest.strategy import (
     GenomeError,
     encode_population,
     indicators_used,
+    indicator_key,
     normalize_genome,
-    strategy_id,
+    normalized_strategy_id,
 )
 
 DIRECTIONS = {"longonly": kernels.LONG, "shortonly": kernels.SHORT, "both": kernels.BOTH}
@@ -249,7 +250,7 @@ def _chunks(genomes: list[dict], n_bars: int, memory_bytes: int, max_chunk: int)
     chunk: list[int] = []
     keys: set[str] = set()
     for i, genome in enumerate(genomes):
-        mine = {str(sorted(ind.items())) for ind in indicators_used(genome)}
+        mine = {indicator_key(ind) for ind in indicators_used(genome)}
         if chunk and (len(keys | mine) > limit or len(chunk) >= max_chunk):
             yield chunk
             chunk, keys = [], set()
@@ -327,7 +328,7 @@ class Evaluator:
         for i, genome in enumerate(population):
             try:
                 normalized[i] = normalize_genome(genome)
-                ids[i] = strategy_id(normalized[i])
+                ids[i] = normalized_strategy_id(normalized[i])
             except GenomeError as exc:
                 errors[i] = str(exc)
             except Exception as exc:  # failures are values: a bad genome never aborts a generation
@@ -460,3 +461,26 @@ def positions(genome: Any, candles: Any) -> np.ndarray:
         enc, m, no_folds, 0.0, 0.0, 1.0, periods_per_year(m.interval_ms), 0, 0, 0, out
     )
     return out.astype(np.int64)
+
+
+def signals(genome: Any, candles: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Entry and exit signals (bool (T,) each) of a genome on bars, as the kernels see them.
+
+    Feed them to :func:`simulate` with the genome's direction ("long" -> "longonly",
+    "short" -> "shortonly") and stops to reproduce what :func:`evaluate` scores.
+    """
+    g = normalize_genome(genome)
+    m = _candles_arrays(candles)
+    enc = encode_population([g])
+    n = m.close.shape[0]
+    table = Evaluator(memory_bytes=8 * len(enc.indicators) * n + 8)._table(enc.indicators, m)
+    entries = np.empty(n, dtype=np.bool_)
+    exits = np.empty(n, dtype=np.bool_)
+    for block, out in ((0, entries), (1, exits)):
+        fused.block_signals_nb(table, enc.lhs[0, block], enc.op[0, block], enc.rhs[0, block],
+                               enc.threshold[0, block], enc.n_conditions[0, block],
+                               enc.logic[0, block] == 0, n, out)
+    return entries, exits
+
+
+GENOME_DIRECTION = {"long": "longonly", "short": "shortonly", "both": "both"}

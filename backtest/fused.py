@@ -54,37 +54,40 @@ def sma_from_running_sum_nb(csum, window, out):
         out[i] = np.nan
     if window - 1 < n:
         out[window - 1] = csum[window - 1] / window
-    for i in range(window, n):
-        out[i] = (csum[i] - csum[i - window]) / window
+    if window < n:
+        wf = float(window)
+        head = csum[window:]
+        tail = csum[: n - window]
+        dst = out[window:]
+        for i in range(n - window):  # written over offset views so LLVM vectorizes it
+            dst[i] = (head[i] - tail[i]) / wf
 
 
 @njit(inline="always")
 def _cross_loop(a, b, n, first, use_and, buf):
-    """a crosses above b (vectorbt crossed_above_1d_nb, wait=0), combined into buf."""
+    """a crosses above b, combined into buf: vectorbt's crossed_above_1d_nb (wait=0).
+
+    Its state machine written branch-free: NaN resets; a > b fires once after a bar with
+    a < b (equal bars re-arm it).
+    """
     armed = True
     was_below = False
     for t in range(n):
         x = a[t]
         y = b[t]
-        s = False
-        if np.isnan(x) or np.isnan(y):
-            armed = True
-            was_below = False
-        elif x > y:
-            if was_below:
-                s = armed
-                armed = False
-        elif x == y:
-            armed = True
-        else:
-            armed = True
-            was_below = True
+        gt = x > y
+        lt = x < y
+        valid = gt | lt | (x == y)
+        fire = gt & was_below
+        s = fire & armed
+        armed = ~fire
+        was_below = valid & (was_below | lt)
         if first:
             buf[t] = s
         elif use_and:
-            buf[t] = buf[t] and s
+            buf[t] = buf[t] & s
         else:
-            buf[t] = buf[t] or s
+            buf[t] = buf[t] | s
 
 
 @njit(inline="always")
@@ -175,13 +178,12 @@ def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage,
     free = init_cash
     pos = 0.0
     debt = 0.0
-    sl_price = np.nan
-    sl_cur = np.nan
-    tp_price = np.nan
-    tp_cur = np.nan
+    lower = -np.inf
+    upper = np.inf
     prev_value = init_cash
     peak = init_cash
     max_dd = 0.0
+    keep = 1.0
     s1 = 0.0
     s2 = 0.0
     s3 = 0.0
@@ -204,11 +206,10 @@ def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage,
         c = close[t]
         e = entry[t]
         x = exit_[t]
-        if e or x or (pos != 0.0 and (sl_cur == sl_cur or tp_cur == tp_cur)):
+        if e or x or c <= lower or c >= upper:
             old_pos = pos
-            cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, filled, reduced, notional, vb = _bar(
-                cash, pos, debt, free, sl_price, sl_cur, tp_price, tp_cur, e, x, c,
-                direction, fees, slippage, sl_arg, tp_arg)
+            cash, pos, debt, free, lower, upper, filled, reduced, notional, vb = _bar(
+                cash, pos, debt, free, lower, upper, e, x, c, direction, fees, slippage, sl_arg, tp_arg)
             if filled:
                 notional_sum += notional
                 if reduced:
@@ -242,15 +243,13 @@ def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage,
             s2 += r2
             s3 += r2 * ret
             s4 += r2 * r2
-            if ret < 0.0:
-                down2 += r2
+            neg = min(ret, 0.0)  # branch-free: the sign of a return is a coin flip
+            down2 += neg * neg
             prev_value = value
-            if value > peak:
-                peak = value
-            else:
-                dd = 1.0 - value / peak
-                if dd > max_dd:
-                    max_dd = dd
+            peak = max(peak, value)
+            if value < peak * keep:  # a deeper drawdown (rare): only then divide
+                max_dd = 1.0 - value / peak
+                keep = 1.0 - max_dd
         if want_buckets:
             if (t + 1 - bucket_origin) % bucket_bars == 0 or t == end - 1:
                 bk = (t - bucket_origin) // bucket_bars

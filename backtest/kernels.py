@@ -159,12 +159,34 @@ def _sell(cash, pos, debt, free, size, price, direction, fees, slippage, all_in)
 
 
 @njit(inline="always")
-def _bar(cash, pos, debt, free, sl_price, sl_stop, tp_price, tp_stop, entry, exit_, close,
-         direction, fees, slippage, sl_arg, tp_arg):
+def stop_levels(pos, close, sl_arg, tp_arg):
+    """Exit levels set when a position opens: exit when close <= lower or close >= upper.
+
+    The same products vectorbt computes (entry close * (1 -/+ stop)), so comparisons agree
+    exactly; a missing stop is an infinite level.
+    """
+    lower = -np.inf
+    upper = np.inf
+    if pos > 0.0:
+        if not np.isnan(sl_arg):
+            lower = close * (1.0 - sl_arg)
+        if not np.isnan(tp_arg):
+            upper = close * (1.0 + tp_arg)
+    elif pos < 0.0:
+        if not np.isnan(tp_arg):
+            lower = close * (1.0 - tp_arg)
+        if not np.isnan(sl_arg):
+            upper = close * (1.0 + sl_arg)
+    return lower, upper
+
+
+@njit(inline="always")
+def _bar(cash, pos, debt, free, lower, upper, entry, exit_, close, direction, fees, slippage, sl_arg, tp_arg):
     """One bar of from_signals for one column. Returns the new state and what happened.
 
-    Returns (cash, pos, debt, free, sl_price, sl_stop, tp_price, tp_stop,
-             filled, reduced, notional, value_before).
+    Stops (levels lower/upper, see stop_levels) are checked against close first; a hit
+    exits at close without slippage and ignores that bar's signals, as vectorbt does.
+    Returns (cash, pos, debt, free, lower, upper, filled, reduced, notional, value_before).
     """
     price = close
     slip = slippage
@@ -172,19 +194,7 @@ def _bar(cash, pos, debt, free, sl_price, sl_stop, tp_price, tp_stop, entry, exi
     long_exit = False
     short_entry = False
     short_exit = False
-    stop_hit = False
-    if pos != 0.0 and (not np.isnan(sl_stop) or not np.isnan(tp_stop)):
-        # stops checked against close (open = high = low = close): fill at close, no slippage
-        if not np.isnan(sl_stop):
-            if pos > 0.0:
-                stop_hit = close <= sl_price * (1.0 - sl_stop)
-            else:
-                stop_hit = sl_price * (1.0 + sl_stop) <= close
-        if not stop_hit and not np.isnan(tp_stop):
-            if pos > 0.0:
-                stop_hit = tp_price * (1.0 + tp_stop) <= close
-            else:
-                stop_hit = close <= tp_price * (1.0 - tp_stop)
+    stop_hit = pos != 0.0 and (close <= lower or close >= upper)
     if stop_hit:
         slip = 0.0
         if pos > 0.0:
@@ -233,7 +243,7 @@ def _bar(cash, pos, debt, free, sl_price, sl_stop, tp_price, tp_stop, entry, exi
 
     value_before = cash + pos * close
     if order == 0:
-        return cash, pos, debt, free, sl_price, sl_stop, tp_price, tp_stop, False, False, 0.0, value_before
+        return cash, pos, debt, free, lower, upper, False, False, 0.0, value_before
 
     # vectorbt snaps the state before executing an order
     cash = _snap(cash)
@@ -248,17 +258,9 @@ def _bar(cash, pos, debt, free, sl_price, sl_stop, tp_price, tp_stop, entry, exi
     reduced = False
     if filled:
         reduced = old_pos != 0.0 and (np.sign(pos) != np.sign(old_pos) or abs(pos) < abs(old_pos))
-        if pos == 0.0:
-            sl_price = np.nan
-            sl_stop = np.nan
-            tp_price = np.nan
-            tp_stop = np.nan
-        elif old_pos == 0.0 or np.sign(pos) != np.sign(old_pos):
-            sl_price = close
-            sl_stop = sl_arg
-            tp_price = close
-            tp_stop = tp_arg
-    return cash, pos, debt, free, sl_price, sl_stop, tp_price, tp_stop, filled, reduced, notional, value_before
+        if pos == 0.0 or old_pos == 0.0 or np.sign(pos) != np.sign(old_pos):
+            lower, upper = stop_levels(pos, close, sl_arg, tp_arg)
+    return cash, pos, debt, free, lower, upper, filled, reduced, notional, value_before
 
 
 @njit(cache=True)
@@ -275,25 +277,19 @@ def simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl_
     free = np.full(n_cols, init_cash)
     pos = np.zeros(n_cols)
     debt = np.zeros(n_cols)
-    sl_price = np.full(n_cols, np.nan)
-    sl_cur = np.full(n_cols, np.nan)
-    tp_price = np.full(n_cols, np.nan)
-    tp_cur = np.full(n_cols, np.nan)
+    lower = np.full(n_cols, -np.inf)
+    upper = np.full(n_cols, np.inf)
     n_trades = np.zeros(n_cols, dtype=np.int64)
-    use_stops = False
-    for col in range(n_cols):
-        if not np.isnan(sl_stop[col]) or not np.isnan(tp_stop[col]):
-            use_stops = True
     for i in range(n_bars):
         for col in range(n_cols):
             c = close[i, 0] if shared_close else close[i, col]
             e = entries[i, col]
             x = exits[i, col]
             p = pos[col]
-            if e or x or (use_stops and p != 0.0 and (sl_cur[col] == sl_cur[col] or tp_cur[col] == tp_cur[col])):
-                (cash[col], pos[col], debt[col], free[col], sl_price[col], sl_cur[col], tp_price[col], tp_cur[col],
+            if e or x or c <= lower[col] or c >= upper[col]:
+                (cash[col], pos[col], debt[col], free[col], lower[col], upper[col],
                  filled, reduced, notional, vb) = _bar(
-                    cash[col], p, debt[col], free[col], sl_price[col], sl_cur[col], tp_price[col], tp_cur[col],
+                    cash[col], p, debt[col], free[col], lower[col], upper[col],
                     e, x, c, direction, fees, slippage, sl_stop[col], tp_stop[col])
                 if reduced:
                     n_trades[col] += 1

@@ -269,6 +269,11 @@ def strategy_id(genome: Any) -> str:
     return hashlib.sha256(canonical_json(genome).encode()).hexdigest()[:16]
 
 
+def normalized_strategy_id(normalized: Mapping) -> str:
+    """strategy_id of a genome already returned by normalize_genome (skips re-validation)."""
+    return hashlib.sha256(_canonical(normalized).encode()).hexdigest()[:16]
+
+
 def indicator_key(indicator: Mapping) -> str:
     """A stable key for an indicator with its parameters, e.g. 'sma(window=20)'."""
     spec = INDICATORS[indicator["name"]]
