@@ -64,6 +64,13 @@ def _check_fraction(name: str, value: Any, upper: float = 1.0) -> float:
     return value
 
 
+def _check_init_cash(init_cash: Any) -> None:
+    if isinstance(init_cash, bool) or not isinstance(init_cash, (int, float, np.integer, np.floating)) or not (
+        np.isfinite(init_cash) and init_cash > 0
+    ):
+        raise ValueError(f"init_cash: expected a positive finite number, got {init_cash!r}")
+
+
 def _stop_array(name: str, value: Any, n: int) -> np.ndarray:
     if value is None:
         return np.full(n, np.nan)
@@ -152,10 +159,7 @@ def simulate(
         raise ValueError(f"direction: expected one of {sorted(DIRECTIONS)}, got {direction!r}")
     fees = _check_fraction("fees", fees)
     slippage = _check_fraction("slippage", slippage)
-    if isinstance(init_cash, bool) or not isinstance(init_cash, (int, float, np.integer, np.floating)) or not (
-        np.isfinite(init_cash) and init_cash > 0
-    ):
-        raise ValueError(f"init_cash: expected a positive finite number, got {init_cash!r}")
+    _check_init_cash(init_cash)
     sl = _stop_array("sl_stop", sl_stop, n_cols)
     tp = _stop_array("tp_stop", tp_stop, n_cols)
     close = np.ascontiguousarray(close)
@@ -314,10 +318,7 @@ class Evaluator:
         fr = fold_ranges(folds, n_bars)
         fees = _check_fraction("fees", fees)
         slippage = _check_fraction("slippage", slippage)
-        if isinstance(init_cash, bool) or not isinstance(init_cash, (int, float, np.integer, np.floating)) or not (
-            np.isfinite(init_cash) and init_cash > 0
-        ):
-            raise ValueError(f"init_cash: expected a positive finite number, got {init_cash!r}")
+        _check_init_cash(init_cash)
         if isinstance(bucket_bars, bool) or not isinstance(bucket_bars, (int, np.integer)) or bucket_bars < 0:
             raise ValueError(f"bucket_bars: expected a non-negative integer, got {bucket_bars!r}")
         ppy = periods_per_year(m.interval_ms)

@@ -64,6 +64,17 @@ def sma_from_running_sum_nb(csum, window, out):
 
 
 @njit(inline="always")
+def _combine(buf, t, s, first, use_and):
+    """The first condition writes its signal; later ones AND or OR into it."""
+    if first:
+        buf[t] = s
+    elif use_and:
+        buf[t] = buf[t] & s
+    else:
+        buf[t] = buf[t] | s
+
+
+@njit(inline="always")
 def _cross_loop(a, b, n, first, use_and, buf):
     """a crosses above b, combined into buf: vectorbt's crossed_above_1d_nb (wait=0).
 
@@ -82,12 +93,7 @@ def _cross_loop(a, b, n, first, use_and, buf):
         s = fire & armed
         armed = ~fire
         was_below = valid & (was_below | lt)
-        if first:
-            buf[t] = s
-        elif use_and:
-            buf[t] = buf[t] & s
-        else:
-            buf[t] = buf[t] | s
+        _combine(buf, t, s, first, use_and)
 
 
 @njit(inline="always")
@@ -112,36 +118,21 @@ def _cross_threshold_loop(a, thr, above, n, first, use_and, buf):
             else:
                 armed = True
                 was_below = True
-        if first:
-            buf[t] = s
-        elif use_and:
-            buf[t] = buf[t] and s
-        else:
-            buf[t] = buf[t] or s
+        _combine(buf, t, s, first, use_and)
 
 
 @njit(inline="always")
 def _compare_loop(a, b, greater, n, first, use_and, buf):
     for t in range(n):
         s = a[t] > b[t] if greater else a[t] < b[t]  # NaN compares False
-        if first:
-            buf[t] = s
-        elif use_and:
-            buf[t] = buf[t] and s
-        else:
-            buf[t] = buf[t] or s
+        _combine(buf, t, s, first, use_and)
 
 
 @njit(inline="always")
 def _compare_threshold_loop(a, thr, greater, n, first, use_and, buf):
     for t in range(n):
         s = a[t] > thr if greater else a[t] < thr
-        if first:
-            buf[t] = s
-        elif use_and:
-            buf[t] = buf[t] and s
-        else:
-            buf[t] = buf[t] or s
+        _combine(buf, t, s, first, use_and)
 
 
 @njit(cache=True)
