@@ -1,0 +1,185 @@
+"""Evolution benchmarks (issue 3).
+
+(a) scaling: evaluations per second with 1 and with 2 island actors on Ray (same total
+    population per generation), target >= 1.7x on this 2-core machine.
+(b) overhead: share of each generation's wall time spent outside the backtest kernels
+    (indicator table + fused population kernel), population 256 x 100,000 bars, target <= 10%.
+(c) GA vs random search with the same evaluation budget on planted-edge markets: holdout
+    Sharpe of the best walk-forward strategy (the GA should be higher).
+
+Run: python benchmarks/bench_evolution.py [--quick]   (results also in benchmarks/results/)
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def base_config(**overrides):
+    from evolution.config import load_config
+
+    updates = {"runtime.progress": False, "runtime.backend": "local"}
+    updates.update(overrides)
+    return load_config(ROOT / "configs" / "demo.yaml").with_overrides(**updates)
+
+
+def bench_scaling(generations: int, total_population: int, n_bars: int) -> dict:
+    import ray
+
+    from evolution.pools import RayPool
+    from evolution.runner import execute, plan
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench")
+    out = {}
+    try:
+        for islands in (1, 2):
+            config = base_config(**{
+                "islands": islands, "population": total_population // islands, "generations": generations,
+                "migration": {"interval": 1000, "size": 0},
+                "market": {"synthetic": {"n_bars": n_bars, "seed": 1, "regimes": True}},
+                "runtime.backend": "ray", "runtime.ray": {"island_num_cpus": 1},
+            })
+            with tempfile.TemporaryDirectory() as tmp:
+                run = plan(config, out_dir=tmp)
+                pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
+                pool.call("ping", [()] * islands)  # actors up, numba loaded
+                try:
+                    execute(run, pool)
+                finally:
+                    pool.close()
+                timing = json.loads((Path(tmp) / "timing.json").read_text())
+            gens = timing["generations"][1:]  # generation 0 warms the actors' kernels
+            evals = sum(g["evaluations"] for g in gens)
+            seconds = sum(g["seconds"] for g in gens)
+            out[islands] = {"evaluations": evals, "seconds": seconds, "evaluations_per_second": evals / seconds}
+    finally:
+        ray.shutdown()
+    out["speedup"] = out[2]["evaluations_per_second"] / out[1]["evaluations_per_second"]
+    return out
+
+
+def bench_overhead(population: int, n_bars: int, generations: int) -> dict:
+    import backtest.engine as engine
+
+    from evolution.island import Island
+    from evolution.market import resolve
+
+    config = base_config(**{
+        "islands": 1, "population": population, "generations": generations,
+        "market": {"synthetic": {"n_bars": n_bars, "seed": 2, "regimes": True}},
+        "evaluator_memory_mb": 1024,
+    })
+    spec = resolve(config)
+    island = Island(0, config, spec.market, spec.split.test_ranges())
+    kernel_time = [0.0]
+    real_kernel, real_table = engine.fused.population_nb, engine.fill_indicator_table
+
+    def timed(fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                kernel_time[0] += time.perf_counter() - t0
+        return wrapper
+
+    engine.fused.population_nb = timed(real_kernel)
+    engine.fill_indicator_table = timed(real_table)
+    rows = []
+    try:
+        island.step(0)  # warm-up (numba cache load)
+        for g in range(1, generations + 1):
+            kernel_time[0] = 0.0
+            t0 = time.perf_counter()
+            evaluated = len(island.step(g))
+            wall = time.perf_counter() - t0
+            rows.append({"generation": g, "seconds": wall, "kernel_seconds": kernel_time[0], "evaluated": evaluated})
+    finally:
+        engine.fused.population_nb, engine.fill_indicator_table = real_kernel, real_table
+    wall = sum(r["seconds"] for r in rows)
+    kernel = sum(r["kernel_seconds"] for r in rows)
+    return {"population": population, "n_bars": n_bars, "generations": rows,
+            "outside_kernel_share": 1.0 - kernel / wall}
+
+
+def bench_ga_vs_random(seeds: list[int], n_bars: int, population: int, generations: int) -> dict:
+    from backtest import Evaluator
+    from evolution.fitness import objectives, summarize
+    from evolution.operators import init_genome
+    from evolution.pools import LocalPool
+    from evolution.runner import execute, plan
+
+    out = []
+    for seed in seeds:
+        config = base_config(**{
+            "seed": seed, "population": population, "generations": generations,
+            "market": {"synthetic": {"n_bars": n_bars, "seed": 100 + seed, "regimes": False,
+                                     "planted_edge": {"fast": 10, "slow": 40, "strength": 0.1}}},
+        })
+        with tempfile.TemporaryDirectory() as tmp:
+            run = plan(config, out_dir=tmp)
+            result = execute(run, LocalPool(config, run.spec.market, run.spec.split.test_ranges()))
+        budget = result["n_evaluations"]
+        ga_holdout = result["hall_of_fame"][0]["metrics"]["holdout"]["sharpe"]
+        # random search: the same number of evaluations, the same walk-forward ranking
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(999,)))
+        genomes = [init_genome(rng, config.operators.max_conditions) for _ in range(budget)]
+        evaluator = Evaluator()
+        folds = run.spec.split.test_ranges()
+        res = evaluator.evaluate(genomes, run.spec.market, folds, fees=config.costs.fees)
+        scores = []
+        for i in range(len(genomes)):
+            summary = summarize(res.metrics[i])
+            scores.append(objectives(summary, ["sharpe"], folds.shape[0], config.selection.min_trades,
+                                     i in res.errors)[0])
+        best = int(np.argmax(scores))
+        rs_holdout = float(evaluator.evaluate([genomes[best]], run.spec.market, run.spec.split.holdout_range(),
+                                              fees=config.costs.fees).metric("sharpe")[0, 0])
+        out.append({"seed": seed, "evaluations": budget, "ga_holdout_sharpe": ga_holdout,
+                    "random_holdout_sharpe": rs_holdout})
+    return {"runs": out, "ga_wins": sum(r["ga_holdout_sharpe"] > r["random_holdout_sharpe"] for r in out)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    args = parser.parse_args()
+    q = args.quick
+    results = {}
+    results["scaling"] = s = bench_scaling(generations=4 if q else 8, total_population=128 if q else 256,
+                                           n_bars=50_000 if q else 100_000)
+    print(f"(a) scaling: 1 island {s[1]['evaluations_per_second']:.0f} evals/s, 2 islands "
+          f"{s[2]['evaluations_per_second']:.0f} evals/s, speed-up {s['speedup']:.2f}x (target >= 1.7x)")
+    results["overhead"] = o = bench_overhead(population=64 if q else 256, n_bars=20_000 if q else 100_000,
+                                             generations=2 if q else 3)
+    print(f"(b) overhead: {o['outside_kernel_share']:.1%} of generation wall time outside the backtest kernels "
+          f"(population {o['population']} x {o['n_bars']:,} bars; target <= 10%)")
+    results["ga_vs_random"] = g = bench_ga_vs_random(seeds=[0, 1] if q else [0, 1, 2],
+                                                     n_bars=50_000 if q else 100_000, population=64,
+                                                     generations=15 if q else 30)
+    for r in g["runs"]:
+        print(f"(c) seed {r['seed']}: {r['evaluations']} evaluations; holdout Sharpe GA {r['ga_holdout_sharpe']:.1f} "
+              f"vs random search {r['random_holdout_sharpe']:.1f}")
+    print(f"(c) GA ahead on {g['ga_wins']} of {len(g['runs'])} planted-edge markets")
+    folder = ROOT / "benchmarks" / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench_evolution.json").write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

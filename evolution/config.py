@@ -1,0 +1,324 @@
+"""One frozen config for an evolution run, loaded from YAML.
+
+Every key of a config file maps onto a field here, one to one. Unknown keys are errors
+that say "did you mean ...?", and every error names the field's full path::
+
+    from evolution.config import load_config
+    config = load_config("configs/demo.yaml")        # raises ConfigError
+
+``config_id`` is a content hash of the search-defining part of the config (everything
+except ``runtime``), so the same search has the same id wherever it runs.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from backtest.data.sources import ExchangeMarket
+from backtest.metrics import METRIC_NAMES
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+#: metrics that are better when smaller; every other objective is maximized
+MINIMIZED = frozenset({"max_drawdown", "turnover"})
+OBJECTIVE_NAMES = tuple(n for n in METRIC_NAMES if n not in ("n_bars", "final_value", "skew", "kurtosis"))
+MUTATIONS = ("mutate_gaussian", "mutate_categorical", "mutate_add_condition", "mutate_drop_condition")
+CROSSOVERS = ("crossover_uniform", "crossover_swap")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the field and what to do."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PlantedEdgeConfig(_Model):
+    fast: int = Field(10, ge=1)
+    slow: int = Field(40, ge=2)
+    strength: float = Field(0.008, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "PlantedEdgeConfig":
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
+        return self
+
+
+class SyntheticMarketConfig(_Model):
+    """A seeded synthetic market from ``backtest.data.synthetic_market``."""
+
+    n_bars: int = Field(20_000, ge=200, le=50_000_000)
+    seed: int = Field(0, ge=0)
+    interval_ms: int = Field(60_000, ge=1)
+    regimes: bool = True
+    planted_edge: PlantedEdgeConfig | None = None
+
+
+class MarketConfig(_Model):
+    """Exactly one of ``synthetic``, ``file`` (CSV/Parquet OHLCV) or ``exchange`` (ccxt, cached)."""
+
+    synthetic: SyntheticMarketConfig | None = None
+    file: Path | None = None
+    exchange: ExchangeMarket | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "MarketConfig":
+        given = [n for n in ("synthetic", "file", "exchange") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one market source: synthetic, file or exchange"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class MigrationConfig(_Model):
+    interval: int = Field(5, ge=1, description="migrate every `interval` generations")
+    size: int = Field(2, ge=0, description="individuals each island sends to the next one on the ring")
+
+
+class OperatorConfig(_Model):
+    crossover_probability: float = Field(0.5, ge=0.0, le=1.0, description="share of offspring made by crossover")
+    mutation_probability: float = Field(0.5, ge=0.0, le=1.0, description="share made by mutation (rest: copies)")
+    crossover_weights: dict[Literal["crossover_uniform", "crossover_swap"], float] = Field(
+        default_factory=lambda: {"crossover_uniform": 1.0, "crossover_swap": 1.0}
+    )
+    mutation_weights: dict[
+        Literal["mutate_gaussian", "mutate_categorical", "mutate_add_condition", "mutate_drop_condition"], float
+    ] = Field(
+        default_factory=lambda: {
+            "mutate_gaussian": 3.0,
+            "mutate_categorical": 2.0,
+            "mutate_add_condition": 1.0,
+            "mutate_drop_condition": 1.0,
+        }
+    )
+    gaussian_sigma: float = Field(0.1, gt=0.0, le=1.0, description="sigma as a fraction of each gene's range")
+    gene_probability: float = Field(0.3, gt=0.0, le=1.0, description="chance each numeric gene is perturbed")
+    max_conditions: int = Field(3, ge=1, le=3, description="conditions per block in random genomes")
+
+    @model_validator(mode="after")
+    def _weights(self) -> "OperatorConfig":
+        if self.crossover_probability + self.mutation_probability > 1.0 + 1e-12:
+            raise ValueError(
+                "crossover_probability + mutation_probability must be <= 1 (each offspring comes from "
+                f"one crossover or one mutation, as DEAP's varOr); got {self.crossover_probability} + "
+                f"{self.mutation_probability}"
+            )
+        for name in ("crossover_weights", "mutation_weights"):
+            weights = getattr(self, name)
+            if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+                raise ValueError(f"{name}: weights must be >= 0 with a positive sum, got {weights}")
+        return self
+
+
+class SelectionConfig(_Model):
+    """Two or more objectives: NSGA-II. One objective: tournament selection."""
+
+    objectives: tuple[str, ...] = ("sharpe", "max_drawdown")
+    tournament_size: int = Field(3, ge=2)
+    min_trades: int = Field(
+        1, ge=0, description="walk-forward trades per fold below which a strategy gets the worst fitness"
+    )
+
+    @model_validator(mode="after")
+    def _objectives(self) -> "SelectionConfig":
+        if not 1 <= len(self.objectives) <= 3:
+            raise ValueError(f"objectives: give 1 to 3 metric names, got {list(self.objectives)}")
+        for name in self.objectives:
+            if name not in OBJECTIVE_NAMES:
+                hint = difflib.get_close_matches(name, OBJECTIVE_NAMES, n=1)
+                raise ValueError(
+                    f"objectives: unknown metric {name!r}"
+                    + (f"; did you mean {hint[0]!r}?" if hint else f"; choose from {list(OBJECTIVE_NAMES)}")
+                )
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives: names repeat in {list(self.objectives)}")
+        return self
+
+
+class WalkForwardConfig(_Model):
+    folds: int = Field(4, ge=1, le=50)
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    scheme: Literal["rolling", "anchored"] = "rolling"
+    train_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    bucket_bars: int = Field(
+        20, ge=1, description="bars per out-of-sample return bucket (the series DSR and PBO use)"
+    )
+
+
+class CostConfig(_Model):
+    fees: float = Field(0.0, ge=0.0, lt=0.1)
+    slippage: float = Field(0.0, ge=0.0, lt=0.1)
+    init_cash: float = Field(1.0, gt=0.0)
+
+
+class GateConfig(_Model):
+    min_dsr: float = Field(0.95, ge=0.0, le=1.0)
+    max_pbo: float = Field(0.2, ge=0.0, le=1.0)
+    min_trades: int = Field(10, ge=0, description="holdout trades")
+    max_drawdown: float = Field(0.3, gt=0.0, le=1.0, description="holdout maximum drawdown")
+    pbo_candidates: int = Field(16, ge=2, description="distinct-behaviour top trials in the PBO matrix")
+    pbo_max_correlation: float = Field(
+        0.7, gt=0.0, le=1.0,
+        description="a trial joins the PBO candidates only if its returns correlate less than this with each one chosen",
+    )
+    sharpe_variance: Literal["null", "initial", "all"] = Field(
+        "null",
+        description="DSR's variance of trial Sharpe ratios: 'null' = the sampling variance of a zero-skill "
+        "Sharpe ratio on the holdout (1 / buckets); 'initial' = over the random initial population; "
+        "'all' = over every trial",
+    )
+    pbo_blocks: int = Field(8, ge=2, le=16)
+
+    @model_validator(mode="after")
+    def _even(self) -> "GateConfig":
+        if self.pbo_blocks % 2:
+            raise ValueError(f"pbo_blocks must be even, got {self.pbo_blocks}")
+        return self
+
+
+class RayConfig(_Model):
+    address: str | None = Field(None, description="None: $RAY_ADDRESS or a local Ray; 'auto': a running cluster")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (ignored on a cluster)")
+    island_num_cpus: float = Field(1.0, gt=0.0)
+    max_restarts: int = Field(3, ge=-1)
+    namespace: str = "evolution"
+    spread: bool = Field(True, description="spread islands over nodes")
+
+
+class RuntimeConfig(_Model):
+    """How and where the run executes; not part of config_id (does not change results)."""
+
+    backend: Literal["ray", "local"] = "ray"
+    checkpoint_dir: Path | None = Field(None, description="default: <run dir>/checkpoints")
+    keep_checkpoints: int = Field(2, ge=1)
+    progress: bool = True
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+class EvolutionConfig(_Model):
+    seed: int = Field(0, ge=0)
+    market: MarketConfig = Field(default_factory=lambda: MarketConfig(synthetic=SyntheticMarketConfig()))
+    islands: int = Field(2, ge=1, le=256)
+    population: int = Field(32, ge=4, le=100_000, description="individuals per island")
+    generations: int = Field(10, ge=1, le=100_000)
+    migration: MigrationConfig = Field(default_factory=MigrationConfig)
+    operators: OperatorConfig = Field(default_factory=OperatorConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    walk_forward: WalkForwardConfig = Field(default_factory=WalkForwardConfig)
+    costs: CostConfig = Field(default_factory=CostConfig)
+    gates: GateConfig = Field(default_factory=GateConfig)
+    hall_of_fame: int = Field(10, ge=1, le=1000, description="best distinct trials kept and judged by the gates")
+    evaluator_memory_mb: int = Field(256, ge=1)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="after")
+    def _cross(self) -> "EvolutionConfig":
+        if self.migration.size >= self.population:
+            raise ValueError(
+                f"migration.size ({self.migration.size}) must be smaller than population ({self.population})"
+            )
+        return self
+
+    # ------------------------------------------------------------------ identity
+
+    def search_dict(self) -> dict:
+        """The part of the config that determines the result (everything but runtime)."""
+        return self.model_dump(mode="json", exclude={"runtime"})
+
+    @property
+    def config_id(self) -> str:
+        text = json.dumps(self.search_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.selection.objectives) > 1
+
+    def with_overrides(self, **updates: Any) -> "EvolutionConfig":
+        """A validated copy with top-level (or dotted, e.g. 'runtime.backend') fields replaced."""
+        data = self.model_dump(mode="python")
+        for key, value in updates.items():
+            node = data
+            parts = key.split(".")
+            for part in parts[:-1]:
+                node = node[part]
+            node[parts[-1]] = value
+        return parse_config(data)
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the model reached by following ``loc`` (best effort)."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _format(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"])
+        path = ".".join(str(p) for p in loc) or "config"
+        if item["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            allowed = _fields_at(EvolutionConfig, loc[:-1])
+            hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
+            where = ".".join(str(p) for p in loc[:-1]) or "the top level"
+            msg = f"{path}: unknown key {key!r} in {where}"
+            msg += f"; did you mean {hint[0]!r}?" if hint else f"; allowed keys: {', '.join(allowed)}"
+            lines.append(msg)
+        else:
+            msg = item["msg"].removeprefix("Value error, ")
+            value = item.get("input")
+            shown = "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
+            lines.append(f"{path}: {msg}{shown}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def parse_config(data: Any) -> EvolutionConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config: expected a mapping of keys at the top level, got {type(data).__name__}")
+    try:
+        return EvolutionConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format(error)) from None
+
+
+def load_config(path: str | Path | None = None) -> EvolutionConfig:
+    """Load and validate a YAML config (default: configs/demo.yaml). Raises ConfigError."""
+    import yaml
+
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    try:
+        return parse_config(data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

@@ -1,0 +1,77 @@
+"""From an EvaluationResult to walk-forward summaries, objective values and trial rows.
+
+Walk-forward fitness has no per-fold fitting: a genome is scored on the folds' test
+windows only (never the holdout). Summary over folds:
+
+* ``sharpe``, ``sortino``, ``calmar``, ``cagr``, ``win_rate``, ``profit_factor``,
+  ``exposure``, ``turnover``: mean over folds
+* ``total_return``: compounded over folds
+* ``max_drawdown``: worst fold
+* ``n_trades``: sum over folds
+
+A failed genome, a NaN objective, or fewer than ``min_trades`` walk-forward trades per fold
+get the worst value of every objective (:data:`WORST`), so they are never selected.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from backtest.metrics import METRIC_INDEX, METRIC_NAMES
+
+from evolution.config import MINIMIZED
+
+WORST = 1e9
+MEAN_METRICS = ("sharpe", "sortino", "calmar", "cagr", "win_rate", "profit_factor", "exposure", "turnover")
+SUMMARY_NAMES = ("sharpe", "total_return", "max_drawdown", "n_trades") + tuple(
+    m for m in MEAN_METRICS if m != "sharpe"
+)
+
+
+def _clean(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def summarize(fold_metrics: np.ndarray) -> dict[str, float | None]:
+    """Walk-forward summary of one genome's (F, M) fold metrics (None where undefined)."""
+    out: dict[str, float | None] = {}
+    with np.errstate(all="ignore"):
+        for name in MEAN_METRICS:
+            column = fold_metrics[:, METRIC_INDEX[name]]
+            finite = column[np.isfinite(column)]
+            out[name] = _clean(finite.mean()) if finite.size else None
+        tr = fold_metrics[:, METRIC_INDEX["total_return"]]
+        out["total_return"] = _clean(np.prod(1.0 + tr) - 1.0)
+        out["max_drawdown"] = _clean(np.max(fold_metrics[:, METRIC_INDEX["max_drawdown"]]))
+        out["n_trades"] = _clean(np.sum(fold_metrics[:, METRIC_INDEX["n_trades"]]))
+    return {name: out[name] for name in SUMMARY_NAMES}
+
+
+def objectives(summary: dict, names: Sequence[str], n_folds: int, min_trades: int, failed: bool) -> list[float]:
+    """Objective values (raw metric values, worst when undefined or too few trades)."""
+    trades = summary.get("n_trades")
+    bad = failed or trades is None or trades < min_trades * n_folds
+    values = []
+    for name in names:
+        value = summary.get(name)
+        if bad or value is None:
+            value = WORST if name in MINIMIZED else -WORST
+        values.append(float(value))
+    return values
+
+
+def weights(names: Sequence[str]) -> tuple[float, ...]:
+    """DEAP weights: +1 maximized, -1 minimized."""
+    return tuple(-1.0 if n in MINIMIZED else 1.0 for n in names)
+
+
+def fold_columns(fold_metrics: np.ndarray | None, n_folds: int) -> dict[str, list[float] | None]:
+    """One list column per metric, ``fold_<metric>``, one value per fold (None for NaN)."""
+    if fold_metrics is None:
+        return {f"fold_{name}": None for name in METRIC_NAMES}
+    return {
+        f"fold_{name}": [_clean(v) for v in fold_metrics[:, METRIC_INDEX[name]]] for name in METRIC_NAMES
+    }

@@ -1,0 +1,312 @@
+"""One island: a population evolving by DEAP selection and our plain-data operators.
+
+:class:`Island` is the in-process implementation; ``evolution.ray_islands.RayIsland`` is
+the same class behind ``ray.remote``. Both have the same interface:
+
+* ``step(generation) -> list[row]``: make and score one generation (generation 0 is the
+  random initial population), select survivors, return the trial rows of every genome
+  evaluated (genomes already seen on this island are not evaluated again).
+* ``emigrants(k) -> list[individual]`` and ``immigrate(individuals, generation) -> list[row]``
+  for ring migration (rows with operator ``migration``).
+* ``state() -> dict`` and ``restore(state)``: plain, JSON-able state for checkpoints.
+
+All randomness of generation g on island i comes from
+``SeedSequence(seed, spawn_key=(i, g))``, i.e. the root sequence spawned per island and
+per generation, so replaying a generation from a checkpoint gives the same bytes.
+An individual is plain data: ``{"strategy_id", "genome", "fitness", "walk_forward"}``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from deap import base, tools
+
+from backtest import Evaluator
+from backtest.strategy import canonical_json, strategy_id
+
+from evolution import fitness as fit
+from evolution.config import EvolutionConfig
+from evolution.operators import CROSSOVER_FUNCTIONS, MUTATION_FUNCTIONS, init_genome
+
+REDRAWS = 4  # attempts to make an offspring this island has not seen yet
+
+
+class IslandStateError(RuntimeError):
+    """A call that does not match the island's generation (e.g. an actor restarted empty)."""
+
+
+def generation_rng(seed: int, island: int, generation: int) -> np.random.Generator:
+    """The generator of one island's generation: the root SeedSequence spawned per island and generation."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(island, generation)))
+
+
+class _Wrapped:
+    """A DEAP-selectable view of an individual (lives only inside selection)."""
+
+    __slots__ = ("fitness", "index")
+
+    def __init__(self, fitness_cls, values, index):
+        self.fitness = fitness_cls(values)
+        self.index = index
+
+
+class Island:
+    def __init__(self, index: int, config: EvolutionConfig, market: Any, folds: np.ndarray):
+        self.index = int(index)
+        self.config = config
+        self.market = market
+        self.folds = np.asarray(folds, dtype=np.int64)
+        self.evaluator = Evaluator(memory_bytes=config.evaluator_memory_mb * 2**20)
+        self.objectives = tuple(config.selection.objectives)
+        self._fitness_cls = type("IslandFitness", (base.Fitness,), {"weights": fit.weights(self.objectives)})
+        self.restore(None)
+
+    # ------------------------------------------------------------------ state
+
+    def restore(self, state: dict | None) -> int:
+        """Reset to a checkpointed state (None: before generation 0). Returns the generation."""
+        if state is None:
+            self.generation, self.population, self.seen = -1, [], {}
+        else:
+            if int(state["island"]) != self.index:
+                raise ValueError(f"state of island {state['island']} given to island {self.index}")
+            self.generation = int(state["generation"])
+            self.population = [dict(ind) for ind in state["population"]]
+            self.seen = {k: dict(v) for k, v in state["seen"].items()}
+        return self.generation
+
+    def ping(self) -> int:
+        return self.index
+
+    # ------------------------------------------------------------------ evolution
+
+    def _expect(self, generation: int) -> None:
+        if generation != self.generation:
+            raise IslandStateError(
+                f"island {self.index} is at generation {self.generation}, the caller expected {generation}"
+            )
+
+    def state(self, generation: int | None = None) -> dict:
+        if generation is not None:
+            self._expect(generation)
+        return {
+            "island": self.index,
+            "generation": self.generation,
+            "population": self.population,
+            "seen": self.seen,
+        }
+
+    def step(self, generation: int) -> list[dict]:
+        self._expect(generation - 1)
+        rng = generation_rng(self.config.seed, self.index, generation)
+        if generation == 0:
+            candidates = self._initial(rng)
+        else:
+            candidates = self._offspring(rng)
+        rows = self._score(candidates, generation)
+        pool = self._dedupe(self.population + [c for c in candidates if "fitness" in c])
+        self.population = self._survivors(pool, self.config.population)
+        self.generation = generation
+        return rows
+
+    def _initial(self, rng) -> list[dict]:
+        out, ids = [], set()
+        for _ in range(self.config.population * REDRAWS):
+            if len(out) == self.config.population:
+                break
+            genome = init_genome(rng, self.config.operators.max_conditions)
+            sid = strategy_id(genome)
+            if sid in ids:
+                continue
+            ids.add(sid)
+            out.append({"strategy_id": sid, "genome": genome, "operator": "init", "parents": []})
+        return out
+
+    def _offspring(self, rng) -> list[dict]:
+        ops = self.config.operators
+        parents = self._select_parents(rng, 2 * self.config.population * REDRAWS)
+        cursor = 0
+        cx_names, cx_w = _weights(ops.crossover_weights)
+        mut_names, mut_w = _weights(ops.mutation_weights)
+        out: list[dict] = []
+        made: set[str] = set()
+        for _ in range(self.config.population):
+            child = None
+            for _attempt in range(REDRAWS):
+                a, b = parents[cursor], parents[cursor + 1]
+                cursor += 2
+                u = rng.random()
+                if u < ops.crossover_probability:
+                    name = cx_names[int(rng.choice(len(cx_names), p=cx_w))]
+                    kwargs = {}
+                    genome, _ = CROSSOVER_FUNCTIONS[name](a["genome"], b["genome"], rng, **kwargs)
+                    lineage = [a["strategy_id"], b["strategy_id"]]
+                elif u < ops.crossover_probability + ops.mutation_probability:
+                    name = mut_names[int(rng.choice(len(mut_names), p=mut_w))]
+                    if name == "mutate_gaussian":
+                        genome = MUTATION_FUNCTIONS[name](
+                            a["genome"], rng, sigma=ops.gaussian_sigma, indpb=ops.gene_probability
+                        )
+                    else:
+                        genome = MUTATION_FUNCTIONS[name](a["genome"], rng)
+                    lineage = [a["strategy_id"]]
+                else:
+                    name, genome, lineage = "reproduction", a["genome"], [a["strategy_id"]]
+                sid = strategy_id(genome)
+                child = {"strategy_id": sid, "genome": genome, "operator": name, "parents": lineage}
+                if sid not in self.seen and sid not in made:
+                    break
+            made.add(child["strategy_id"])
+            out.append(child)
+        return out
+
+    def _score(self, candidates: list[dict], generation: int) -> list[dict]:
+        """Evaluate the candidates this island has not seen; attach fitness to all of them."""
+        wf_cfg = self.config.walk_forward
+        fresh = [c for c in candidates if c["strategy_id"] not in self.seen]
+        unique: dict[str, dict] = {}
+        for c in fresh:
+            unique.setdefault(c["strategy_id"], c)
+        todo = list(unique.values())
+        rows: list[dict] = []
+        if todo:
+            result = self.evaluator.evaluate(
+                [c["genome"] for c in todo], self.market, self.folds,
+                fees=self.config.costs.fees, slippage=self.config.costs.slippage,
+                init_cash=self.config.costs.init_cash, bucket_bars=wf_cfg.bucket_bars,
+            )
+            n_folds = self.folds.shape[0]
+            for i, c in enumerate(todo):
+                error = result.errors.get(i)
+                fold_metrics = None if error is not None else result.metrics[i]
+                summary = fit.summarize(result.metrics[i]) if error is None else {n: None for n in fit.SUMMARY_NAMES}
+                values = fit.objectives(
+                    summary, self.objectives, n_folds, self.config.selection.min_trades, error is not None
+                )
+                self.seen[c["strategy_id"]] = {"fitness": values, "walk_forward": summary}
+                buckets = None
+                if error is None and result.buckets is not None:
+                    b = result.buckets[i] - 1.0
+                    buckets = b.tolist() if np.isfinite(b).all() else None
+                rows.append(
+                    _row(c, self.index, generation, values, summary, error, True)
+                    | fit.fold_columns(fold_metrics, n_folds)
+                    | {"oos_returns": buckets}
+                )
+        for c in candidates:
+            known = self.seen.get(c["strategy_id"])
+            if known is not None:
+                c["fitness"] = list(known["fitness"])
+                c["walk_forward"] = dict(known["walk_forward"])
+        return rows
+
+    # ------------------------------------------------------------------ selection
+
+    def _wrap(self, pool: Sequence[dict]) -> list[_Wrapped]:
+        return [_Wrapped(self._fitness_cls, tuple(ind["fitness"]), i) for i, ind in enumerate(pool)]
+
+    def _survivors(self, pool: list[dict], k: int) -> list[dict]:
+        """NSGA-II (several objectives) or elitist truncation (one objective); best first."""
+        if len(self.objectives) > 1:
+            chosen = tools.selNSGA2(self._wrap(pool), k)
+            return [_individual(pool[w.index]) for w in chosen]
+        sign = fit.weights(self.objectives)[0]
+        order = sorted(range(len(pool)), key=lambda i: (-sign * pool[i]["fitness"][0], pool[i]["strategy_id"]))
+        return [_individual(pool[i]) for i in order[:k]]
+
+    def _select_parents(self, rng, k: int) -> list[dict]:
+        """Tournaments drawn from ``rng``: NSGA-II's (front rank, crowding distance) binary
+        tournament with several objectives, a ``tournament_size`` tournament otherwise."""
+        pop = self.population
+        n = len(pop)
+        if len(self.objectives) > 1:
+            wrapped = self._wrap(pop)
+            rank = np.zeros(n, dtype=np.int64)
+            crowd = np.zeros(n)
+            for r, front in enumerate(tools.sortNondominated(wrapped, n)):
+                tools.emo.assignCrowdingDist(front)
+                for w in front:
+                    rank[w.index] = r
+                    crowd[w.index] = w.fitness.crowding_dist
+            picks = rng.integers(n, size=(k, 2))
+            out = []
+            for i, j in picks:
+                if rank[i] != rank[j]:
+                    out.append(pop[i] if rank[i] < rank[j] else pop[j])
+                else:
+                    out.append(pop[i] if crowd[i] >= crowd[j] else pop[j])
+            return out
+        size = min(self.config.selection.tournament_size, n)
+        sign = fit.weights(self.objectives)[0]
+        scores = np.array([sign * ind["fitness"][0] for ind in pop])
+        picks = rng.integers(n, size=(k, size))
+        return [pop[int(row[np.argmax(scores[row])])] for row in picks]
+
+    @staticmethod
+    def _dedupe(pool: list[dict]) -> list[dict]:
+        seen, out = set(), []
+        for ind in pool:
+            if ind["strategy_id"] not in seen:
+                seen.add(ind["strategy_id"])
+                out.append(ind)
+        return out
+
+    # ------------------------------------------------------------------ migration
+
+    def emigrants(self, k: int, generation: int) -> list[dict]:
+        """The best k individuals (population order is best first)."""
+        self._expect(generation)
+        return [_individual(ind) | {"from_island": self.index} for ind in self.population[:k]]
+
+    def immigrate(self, individuals: list[dict], generation: int) -> list[dict]:
+        """Replace the worst members by newcomers this island does not hold yet."""
+        self._expect(generation)
+        present = {ind["strategy_id"] for ind in self.population}
+        newcomers = [ind for ind in individuals if ind["strategy_id"] not in present]
+        if not newcomers:
+            return []
+        keep = self.population[: len(self.population) - len(newcomers)]
+        rows = []
+        for ind in newcomers:
+            self.seen.setdefault(ind["strategy_id"], {"fitness": list(ind["fitness"]),
+                                                     "walk_forward": dict(ind["walk_forward"])})
+            rows.append(
+                _row({**ind, "operator": "migration", "parents": [ind["strategy_id"]]}, self.index, generation,
+                     ind["fitness"], ind["walk_forward"], None, False)
+                | {"migrated_from": int(ind["from_island"])}
+                | fit.fold_columns(None, self.folds.shape[0]) | {"oos_returns": None}
+            )
+        self.population = self._survivors(keep + [_individual(i) for i in newcomers], len(self.population))
+        return rows
+
+
+def _individual(ind: dict) -> dict:
+    return {
+        "strategy_id": ind["strategy_id"],
+        "genome": ind["genome"],
+        "fitness": list(ind["fitness"]),
+        "walk_forward": dict(ind["walk_forward"]),
+    }
+
+
+def _weights(mapping: dict[str, float]) -> tuple[list[str], np.ndarray]:
+    names = sorted(mapping)
+    w = np.array([mapping[n] for n in names], dtype=np.float64)
+    return names, w / w.sum()
+
+
+def _row(c: dict, island: int, generation: int, values, summary, error, evaluated: bool) -> dict:
+    return {
+        "strategy_id": c["strategy_id"],
+        "island": island,
+        "generation": generation,
+        "parents": list(c["parents"]),
+        "operator": c["operator"],
+        "genome": canonical_json(c["genome"]),
+        "error": error,
+        "evaluated": evaluated,
+        "migrated_from": None,
+        "fitness": [float(v) for v in values],
+        **{f"wf_{k}": v for k, v in summary.items()},
+    }

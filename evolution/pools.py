@@ -1,0 +1,115 @@
+"""Island pools: the one parallel seam. ``LocalPool`` runs islands in-process; ``RayPool``
+runs each island as a named Ray actor (``island-0``, ``island-1``, ...).
+
+Both expose ``call(method, args_per_island) -> list`` and ``restore(states)``. A pool
+raises :class:`IslandLost` when an island died mid-call; the driver then restores every
+island from the last checkpoint and replays the generation (deterministic, so the result
+does not change). Ray restarts a dead actor (``max_restarts``); ``restore`` waits for it.
+
+Only entry points call ``ray.init``: ``RayPool`` expects Ray to be initialized.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from evolution.config import EvolutionConfig
+from evolution.island import Island, IslandStateError
+
+
+class IslandLost(RuntimeError):
+    """An island actor died during a call; its in-memory state is gone."""
+
+
+class LocalPool:
+    """In-process twin of :class:`RayPool` (unit tests, ``runtime.backend: local``)."""
+
+    def __init__(self, config: EvolutionConfig, market: Any, folds: np.ndarray):
+        self.islands = [Island(i, config, market, folds) for i in range(config.islands)]
+
+    def call(self, method: str, args: Sequence[tuple]) -> list:
+        return [getattr(island, method)(*a) for island, a in zip(self.islands, args)]
+
+    def restore(self, states: Sequence[dict | None]) -> None:
+        for island, state in zip(self.islands, states):
+            island.restore(state)
+
+    def nodes(self) -> list[str]:
+        return ["local"] * len(self.islands)
+
+    def close(self) -> None:
+        self.islands = []
+
+
+def _actor_class():
+    import ray
+
+    @ray.remote
+    class RayIsland(Island):
+        """An :class:`Island` as a Ray actor; the market arrives through the object store."""
+
+        def node_id(self) -> str:
+            return ray.get_runtime_context().get_node_id()
+
+    return RayIsland
+
+
+class RayPool:
+    """Named island actors; the market is ``ray.put`` once and shared by reference."""
+
+    def __init__(self, config: EvolutionConfig, market: Any, folds: np.ndarray, market_ref: Any = None):
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("RayPool needs an initialized Ray: call ray.init() in the entry point first")
+        rc = config.runtime.ray
+        self._ray = ray
+        self.market_ref = market_ref if market_ref is not None else ray.put(market)
+        cls = _actor_class()
+        options: dict[str, Any] = dict(num_cpus=rc.island_num_cpus, max_restarts=rc.max_restarts, max_task_retries=0)
+        if rc.spread:
+            options["scheduling_strategy"] = "SPREAD"
+        self.actors = []
+        for i in range(config.islands):
+            name = f"island-{i}"
+            try:  # a leftover from an earlier run in this namespace would block the name
+                ray.kill(ray.get_actor(name))
+            except ValueError:
+                pass
+            self.actors.append(cls.options(name=name, **options).remote(i, config, self.market_ref, folds))
+
+    def call(self, method: str, args: Sequence[tuple]) -> list:
+        ray = self._ray
+        refs = [getattr(actor, method).remote(*a) for actor, a in zip(self.actors, args)]
+        try:
+            return ray.get(refs)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, IslandStateError) as error:
+            # IslandStateError: an actor restarted by Ray (empty) answered; same remedy
+            raise IslandLost(str(error)) from error
+
+    def restore(self, states: Sequence[dict | None], timeout_s: float = 300.0) -> None:
+        """Push checkpointed states into every island, waiting for restarted actors."""
+        ray = self._ray
+        deadline = time.monotonic() + timeout_s
+        for actor, state in zip(self.actors, states):
+            while True:
+                try:
+                    ray.get(actor.restore.remote(state))
+                    break
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+
+    def nodes(self) -> list[str]:
+        return self._ray.get([a.node_id.remote() for a in self.actors])
+
+    def close(self) -> None:
+        for actor in self.actors:
+            try:
+                self._ray.kill(actor)
+            except Exception:  # pragma: no cover - already gone
+                pass
+        self.actors = []

@@ -1,0 +1,314 @@
+"""The driver: plan a run (no Ray), run its generations over an island pool, judge it.
+
+    spec = plan(config, data_path=None, out_dir=None)     # validates config + data, no Ray
+    result = execute(spec, pool)                          # pool: LocalPool or RayPool
+
+Run directory (default ``runs/<run_id>``):
+
+* ``result.json``  the contract (see design.md); no timestamps, so a resumed run or a run
+  whose island actor died ends byte-identical to an uninterrupted one
+* ``trials/``      the trial log, one Parquet part per generation (evolution/trials.py)
+* ``checkpoints/`` one JSON checkpoint per generation (evolution/checkpoint.py)
+* ``config.json``  the full config (runtime included) and ``--data``, for ``--resume``
+* ``timing.json``  wall times and evaluations per second (not part of the result)
+
+``run_id`` is a hash of the config id and the market fingerprint: the same search on the
+same bars has the same id.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from evolution import checkpoint, trials
+from evolution.config import ConfigError, EvolutionConfig, parse_config
+from evolution.fitness import weights
+from evolution.gates import judge
+from evolution.market import MarketSpec, resolve
+from evolution.pools import IslandLost
+
+MAX_RECOVERIES = 20
+
+
+@dataclass
+class RunPlan:
+    config: EvolutionConfig
+    spec: MarketSpec
+    run_id: str
+    run_dir: Path
+    checkpoint_dir: Path
+    data_path: str | None
+    start_generation: int = 0
+    states: list = field(default_factory=list)
+    trial_rows: int = 0
+
+
+def make_run_id(config: EvolutionConfig, market_fingerprint: str) -> str:
+    return hashlib.sha256(f"{config.config_id}:{market_fingerprint}".encode()).hexdigest()[:12]
+
+
+def plan(config: EvolutionConfig, *, data_path: str | Path | None = None, out_dir: str | Path | None = None) -> RunPlan:
+    """Validate data and folds and lay out the run directory. Raises ConfigError or
+    DataValidationError (before any Ray work)."""
+    spec = resolve(config, data_path)
+    run_id = make_run_id(config, spec.fingerprint)
+    run_dir = Path(out_dir) if out_dir is not None else Path("runs") / run_id
+    ckdir = Path(config.runtime.checkpoint_dir) if config.runtime.checkpoint_dir else run_dir / "checkpoints"
+    existing = checkpoint.latest(ckdir)
+    if existing is not None and existing.get("run_id") != run_id:
+        raise ConfigError(
+            f"{run_dir} holds checkpoints of another run ({existing.get('run_id')}); "
+            "use another --out, or `evolve run --resume` to continue that run"
+        )
+    # the same run again: start over (it ends with the same result)
+    checkpoint.clear(ckdir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("result.json", "timing.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(
+        {"config": config.model_dump(mode="json"), "data": None if data_path is None else str(data_path)}, indent=2))
+    trials.drop_parts_after(run_dir, -1)
+    return RunPlan(config, spec, run_id, run_dir, ckdir, None if data_path is None else str(data_path),
+                   states=[None] * config.islands)
+
+
+def plan_resume(run_dir: str | Path, **runtime_overrides) -> RunPlan:
+    """Continue a run from its newest checkpoint (same config, same bars)."""
+    run_dir = Path(run_dir)
+    meta_path = run_dir / "config.json"
+    if not meta_path.exists():
+        raise ConfigError(f"--resume {run_dir}: no config.json there; is this a run directory?")
+    meta = json.loads(meta_path.read_text())
+    config = parse_config(meta["config"])
+    if runtime_overrides:
+        config = config.with_overrides(**{f"runtime.{k}": v for k, v in runtime_overrides.items()})
+    spec = resolve(config, meta.get("data"))
+    run_id = make_run_id(config, spec.fingerprint)
+    ckdir = Path(config.runtime.checkpoint_dir) if config.runtime.checkpoint_dir else run_dir / "checkpoints"
+    latest = checkpoint.latest(ckdir)
+    out = RunPlan(config, spec, run_id, run_dir, ckdir, meta.get("data"), states=[None] * config.islands)
+    if latest is None:
+        trials.drop_parts_after(run_dir, -1)
+        return out
+    if latest.get("run_id") != run_id:
+        raise ConfigError(
+            f"--resume {run_dir}: the checkpoint belongs to run {latest.get('run_id')}, but the config and "
+            f"data now give run {run_id} (did the data file change?)"
+        )
+    trials.drop_parts_after(run_dir, latest["generation"])
+    out.start_generation = latest["generation"] + 1
+    out.states = latest["states"]
+    out.trial_rows = latest["trial_rows"]
+    return out
+
+
+# ---------------------------------------------------------------------- execution
+
+
+def _migrates(config: EvolutionConfig, generation: int) -> bool:
+    m = config.migration
+    return (config.islands > 1 and m.size > 0 and (generation + 1) % m.interval == 0
+            and generation + 1 < config.generations)
+
+
+def _generation(pool, config: EvolutionConfig, g: int, states_before: list) -> tuple[list[dict], list]:
+    """Run generation g on every island (and its migration); replay it after an island loss."""
+    n = config.islands
+    for attempt in range(MAX_RECOVERIES + 1):
+        try:
+            stepped = pool.call("step", [(g,)] * n)
+            migrated: list = [[] for _ in range(n)]
+            if _migrates(config, g):
+                outgoing = pool.call("emigrants", [(config.migration.size, g)] * n)
+                migrated = pool.call("immigrate", [(outgoing[(i - 1) % n], g) for i in range(n)])
+            states = pool.call("state", [(g,)] * n)
+            rows = [r for island_rows in stepped for r in island_rows]
+            rows += [r for island_rows in migrated for r in island_rows]
+            return rows, states
+        except IslandLost as error:
+            if attempt == MAX_RECOVERIES:
+                raise
+            print(f"evolve: an island was lost in generation {g} ({str(error).splitlines()[0][:120]}); "
+                  "restoring every island from the last checkpoint and replaying", file=sys.stderr)
+            pool.restore(states_before)
+    raise AssertionError("unreachable")
+
+
+def execute(
+    run: RunPlan,
+    pool,
+    *,
+    on_generation: Callable[[int, object], None] | None = None,
+) -> dict:
+    """Run the remaining generations, then judge the hall of fame and write result.json."""
+    config = run.config
+    started = time.perf_counter()
+    timing = {"generations": []}
+    timing_path = run.run_dir / "timing.json"
+    if run.start_generation > 0 and timing_path.exists():
+        timing = json.loads(timing_path.read_text())
+        timing["generations"] = [t for t in timing.get("generations", []) if t["generation"] < run.start_generation]
+    if any(s is not None for s in run.states):
+        pool.restore(run.states)
+    states = list(run.states)
+    total_rows = run.trial_rows
+    bar = _progress(config, run.start_generation)
+    best = -math.inf
+    try:
+        for g in range(run.start_generation, config.generations):
+            t0 = time.perf_counter()
+            rows, states_after = _generation(pool, config, g, states)
+            trials.write_part(run.run_dir, g, rows)
+            total_rows += len(rows)
+            checkpoint.save(run.checkpoint_dir, g, {
+                "run_id": run.run_id, "config_id": config.config_id, "market": run.spec.fingerprint,
+                "states": states_after, "trial_rows": total_rows,
+            }, keep=config.runtime.keep_checkpoints)
+            states = states_after
+            evaluated = sum(1 for r in rows if r["evaluated"])
+            wall = time.perf_counter() - t0
+            timing["generations"].append({"generation": g, "seconds": wall, "evaluations": evaluated})
+            sign = weights(config.selection.objectives)[0]
+            for s in states:
+                for ind in s["population"][:1]:
+                    best = max(best, sign * ind["fitness"][0])
+            if bar is not None:
+                bar.set_postfix_str(f"best {config.selection.objectives[0]} {sign * best:.3g}, {evaluated} evaluated")
+                bar.update(1)
+            if on_generation is not None:
+                on_generation(g, pool)
+    finally:
+        if bar is not None:
+            bar.close()
+    t_judge = time.perf_counter()
+    result = build_result(run)
+    (run.run_dir / "result.json").write_text(dump_result(result))
+    total_eval = sum(t["evaluations"] for t in timing["generations"])
+    total_gen_s = sum(t["seconds"] for t in timing["generations"])
+    timing.update({
+        "search_seconds": total_gen_s,
+        "gates_seconds": time.perf_counter() - t_judge,
+        "this_session_seconds": time.perf_counter() - started,
+        "evaluations": total_eval,
+        "evaluations_per_second": total_eval / total_gen_s if total_gen_s > 0 else None,
+    })
+    timing_path.write_text(json.dumps(timing, indent=2))
+    return result
+
+
+def _progress(config: EvolutionConfig, start: int):
+    if not config.runtime.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=config.generations, initial=start, desc="evolving", unit="gen", file=sys.stderr,
+                dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------- result
+
+
+def rank_trials(frame: pd.DataFrame, config: EvolutionConfig) -> pd.DataFrame:
+    """Distinct evaluated trials (first evaluation of each strategy id), best first."""
+    ev = frame[frame["evaluated"]].drop_duplicates("strategy_id", keep="first")
+    w = weights(config.selection.objectives)
+    keys = [tuple(-wi * v for wi, v in zip(w, fit)) + (sid,) for fit, sid in zip(ev["fitness"], ev["strategy_id"])]
+    order = sorted(range(len(ev)), key=keys.__getitem__)
+    return ev.iloc[order].reset_index(drop=True)
+
+
+def pareto_front(ranked: pd.DataFrame, config: EvolutionConfig, limit: int = 50) -> list[str]:
+    """Strategy ids of the non-dominated distinct trials (best first, at most ``limit``)."""
+    if len(config.selection.objectives) < 2 or ranked.empty:
+        return list(ranked["strategy_id"].head(1))
+    w = np.array(weights(config.selection.objectives))
+    values = np.array([list(f) for f in ranked["fitness"]]) * w  # larger is better everywhere
+    front = []
+    for i in range(values.shape[0]):
+        dominated = np.all(values >= values[i], axis=1) & np.any(values > values[i], axis=1)
+        if not dominated.any():
+            front.append(ranked["strategy_id"].iloc[i])
+            if len(front) == limit:
+                break
+    return front
+
+
+def _clean(value):
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def build_result(run: RunPlan) -> dict:
+    config = run.config
+    frame = trials.read_trials(run.run_dir)
+    ranked = rank_trials(frame, config)
+    hof = ranked.head(config.hall_of_fame)
+    verdicts = judge(hof, ranked, run.spec, config) if len(hof) else []
+    summary_cols = [c for c in ranked.columns if c.startswith("wf_")]
+    members = []
+    for (_, row), verdict in zip(hof.iterrows(), verdicts):
+        members.append({
+            "strategy_id": row["strategy_id"],
+            "genome": json.loads(row["genome"]),
+            "fitness": dict(zip(config.selection.objectives, row["fitness"])),
+            "metrics": {
+                "walk_forward": {c[3:]: row[c] for c in summary_cols},
+                "holdout": verdict["holdout"],
+            },
+            "dsr": verdict["dsr"],
+            "pbo": verdict["pbo"],
+            "gates": verdict["gates"],
+            "promoted": verdict["promoted"],
+            "generation": int(row["generation"]),
+            "island": int(row["island"]),
+            "operator": row["operator"],
+            "parents": list(row["parents"]),
+        })
+    split = run.spec.split
+    result = {
+        "run_id": run.run_id,
+        "seed": config.seed,
+        "config_id": config.config_id,
+        "config": config.search_dict(),
+        "market": {
+            "source": run.spec.source,
+            "fingerprint": run.spec.fingerprint,
+            "n_bars": len(run.spec.market),
+            "walk_forward_folds": split.test_ranges().tolist(),
+            "holdout": [split.holdout_start, split.holdout_end],
+        },
+        "n_trials": int(len(ranked)),
+        "n_evaluations": int(frame["evaluated"].sum()),
+        "n_errors": int(frame.loc[frame["evaluated"], "error"].notna().sum()),
+        "objectives": list(config.selection.objectives),
+        "selection": "nsga2" if config.multi_objective else "tournament",
+        "pbo": verdicts[0]["pbo"] if verdicts else None,
+        "gate_thresholds": config.gates.model_dump(mode="json"),
+        "hall_of_fame": members,
+        "pareto_front": pareto_front(ranked, config),
+        "promoted": [m["strategy_id"] for m in members if m["promoted"]],
+    }
+    return _clean(result)
+
+
+def dump_result(result: dict) -> str:
+    return json.dumps(result, indent=2, sort_keys=True, allow_nan=False) + "\n"
