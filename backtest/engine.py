@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from backtest import fused, kernels
+from backtest.allocator import tune_allocator
 from backtest.indicators import fill_indicator_table
 from backtest.metrics import METRIC_INDEX, METRIC_NAMES, periods_per_year
 from backtest.strategy import (
@@ -276,6 +277,7 @@ class Evaluator:
             raise ValueError(f"memory_bytes must be positive, got {memory_bytes}")
         self.memory_bytes = int(memory_bytes)
         self.max_chunk = int(max_chunk)
+        tune_allocator()
         self._buffer = np.empty(0, dtype=np.float64)
 
     def _table(self, indicators, m: MarketArrays) -> np.ndarray:

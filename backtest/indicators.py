@@ -58,8 +58,9 @@ def _wilder(x, window, start):
         acc += x[i]
     value = acc / window
     out[start + window - 1] = value
+    inv = 1.0 / window  # a multiply, not a divide, on the loop-carried chain
     for i in range(start + window, n):
-        value = value + (x[i] - value) / window
+        value = value + (x[i] - value) * inv
         out[i] = value
     return out
 
@@ -72,10 +73,8 @@ def rsi_nb(close, window):
     loss = np.zeros(n)
     for i in range(1, n):
         d = close[i] - close[i - 1]
-        if d > 0:
-            gain[i] = d
-        else:
-            loss[i] = -d
+        gain[i] = max(d, 0.0)  # branch-free: the sign of a move is a coin flip
+        loss[i] = max(-d, 0.0)
     ag = _wilder(gain, window, 1)
     al = _wilder(loss, window, 1)
     out = np.full(n, np.nan)
@@ -122,36 +121,46 @@ def bbands_percent_b_nb(close, window, k):
 
 
 @njit(cache=True)
+def _rolling_max(x, window):
+    """Rolling max over `window` bars ending at each bar (NaN before): van Herk / Gil-Werman,
+    prefix and suffix maxima within blocks of `window`, O(1) per bar."""
+    n = x.shape[0]
+    prefix = np.empty(n)
+    suffix = np.empty(n)
+    for block in range(0, n, window):
+        end = min(block + window, n)
+        acc = x[block]
+        for i in range(block, end):
+            v = x[i]
+            if v > acc:
+                acc = v
+            prefix[i] = acc
+        acc = x[end - 1]
+        for i in range(end - 1, block - 1, -1):
+            v = x[i]
+            if v > acc:
+                acc = v
+            suffix[i] = acc
+    out = np.full(n, np.nan)
+    for i in range(window - 1, n):
+        a = suffix[i - window + 1]
+        b = prefix[i]
+        out[i] = a if a > b else b
+    return out
+
+
+@njit(cache=True)
 def donchian_position_nb(high, low, close, window):
     """(close - lowest low) / (highest high - lowest low) over the last `window` bars, 0..1."""
     n = close.shape[0]
+    hi = _rolling_max(high, window)
+    lo = -_rolling_max(-low, window)
     out = np.full(n, np.nan)
-    maxq = np.empty(n, dtype=np.int64)
-    minq = np.empty(n, dtype=np.int64)
-    mh = 0
-    mt = 0
-    nh = 0
-    nt = 0
-    for i in range(n):
-        while mt > mh and high[maxq[mt - 1]] <= high[i]:
-            mt -= 1
-        maxq[mt] = i
-        mt += 1
-        while nt > nh and low[minq[nt - 1]] >= low[i]:
-            nt -= 1
-        minq[nt] = i
-        nt += 1
-        if maxq[mh] <= i - window:
-            mh += 1
-        if minq[nh] <= i - window:
-            nh += 1
-        if i >= window - 1:
-            hi = high[maxq[mh]]
-            lo = low[minq[nh]]
-            if hi > lo:
-                out[i] = (close[i] - lo) / (hi - lo)
-            else:
-                out[i] = 0.5
+    for i in range(window - 1, n):
+        if hi[i] > lo[i]:
+            out[i] = (close[i] - lo[i]) / (hi[i] - lo[i])
+        else:
+            out[i] = 0.5
     return out
 
 

@@ -1,4 +1,4 @@
-"""One island: a population evolving by DEAP selection and our plain-data operators.
+"""One island: a population evolving by NSGA-II (or tournament) selection and our plain-data operators.
 
 :class:`Island` is the in-process implementation; ``evolution.ray_islands.RayIsland`` is
 the same class behind ``ray.remote``. Both have the same interface:
@@ -20,12 +20,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from deap import base, tools
 
 from backtest import Evaluator
-from backtest.strategy import canonical_json, strategy_id
+from backtest.strategy import canonical_json, normalized_strategy_id
 
 from evolution import fitness as fit
+from evolution import nsga
 from evolution.config import EvolutionConfig
 from evolution.operators import CROSSOVER_FUNCTIONS, MUTATION_FUNCTIONS, init_genome
 
@@ -41,16 +41,6 @@ def generation_rng(seed: int, island: int, generation: int) -> np.random.Generat
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(island, generation)))
 
 
-class _Wrapped:
-    """A DEAP-selectable view of an individual (lives only inside selection)."""
-
-    __slots__ = ("fitness", "index")
-
-    def __init__(self, fitness_cls, values, index):
-        self.fitness = fitness_cls(values)
-        self.index = index
-
-
 class Island:
     def __init__(self, index: int, config: EvolutionConfig, market: Any, folds: np.ndarray):
         self.index = int(index)
@@ -59,7 +49,7 @@ class Island:
         self.folds = np.asarray(folds, dtype=np.int64)
         self.evaluator = Evaluator(memory_bytes=config.evaluator_memory_mb * 2**20)
         self.objectives = tuple(config.selection.objectives)
-        self._fitness_cls = type("IslandFitness", (base.Fitness,), {"weights": fit.weights(self.objectives)})
+        self._weights = np.asarray(fit.weights(self.objectives), dtype=np.float64)
         self.restore(None)
 
     # ------------------------------------------------------------------ state
@@ -116,7 +106,7 @@ class Island:
             if len(out) == self.config.population:
                 break
             genome = init_genome(rng, self.config.operators.max_conditions)
-            sid = strategy_id(genome)
+            sid = normalized_strategy_id(genome)
             if sid in ids:
                 continue
             ids.add(sid)
@@ -153,7 +143,7 @@ class Island:
                     lineage = [a["strategy_id"]]
                 else:
                     name, genome, lineage = "reproduction", a["genome"], [a["strategy_id"]]
-                sid = strategy_id(genome)
+                sid = normalized_strategy_id(genome)
                 child = {"strategy_id": sid, "genome": genome, "operator": name, "parents": lineage}
                 if sid not in self.seen and sid not in made:
                     break
@@ -203,14 +193,15 @@ class Island:
 
     # ------------------------------------------------------------------ selection
 
-    def _wrap(self, pool: Sequence[dict]) -> list[_Wrapped]:
-        return [_Wrapped(self._fitness_cls, tuple(ind["fitness"]), i) for i, ind in enumerate(pool)]
+    @staticmethod
+    def _values(pool: Sequence[dict]) -> np.ndarray:
+        return np.array([ind["fitness"] for ind in pool], dtype=np.float64).reshape(len(pool), -1)
 
     def _survivors(self, pool: list[dict], k: int) -> list[dict]:
         """NSGA-II (several objectives) or elitist truncation (one objective); best first."""
         if len(self.objectives) > 1:
-            chosen = tools.selNSGA2(self._wrap(pool), k)
-            return [_individual(pool[w.index]) for w in chosen]
+            chosen = nsga.select_nsga2(self._values(pool), self._weights, k)
+            return [_individual(pool[i]) for i in chosen]
         sign = fit.weights(self.objectives)[0]
         order = sorted(range(len(pool)), key=lambda i: (-sign * pool[i]["fitness"][0], pool[i]["strategy_id"]))
         return [_individual(pool[i]) for i in order[:k]]
@@ -221,14 +212,7 @@ class Island:
         pop = self.population
         n = len(pop)
         if len(self.objectives) > 1:
-            wrapped = self._wrap(pop)
-            rank = np.zeros(n, dtype=np.int64)
-            crowd = np.zeros(n)
-            for r, front in enumerate(tools.sortNondominated(wrapped, n)):
-                tools.emo.assignCrowdingDist(front)
-                for w in front:
-                    rank[w.index] = r
-                    crowd[w.index] = w.fitness.crowding_dist
+            rank, crowd = nsga.rank_and_crowding(self._values(pop), self._weights)
             picks = rng.integers(n, size=(k, 2))
             out = []
             for i, j in picks:
@@ -303,7 +287,7 @@ def _row(c: dict, island: int, generation: int, values, summary, error, evaluate
         "generation": generation,
         "parents": list(c["parents"]),
         "operator": c["operator"],
-        "genome": canonical_json(c["genome"]),
+        "genome": canonical_json(c["genome"], normalized=True),
         "error": error,
         "evaluated": evaluated,
         "migrated_from": None,
