@@ -11,9 +11,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distributed strategy evolution engine.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    from evolution import data_cli
+    from evolution import data_cli, run_cli
 
+    run_cli.register(sub)
     data_cli.register(sub)
+    from evolution import sync_cli
+
+    sync_cli.register(sub)
     return parser
 
 

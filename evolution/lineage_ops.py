@@ -1,0 +1,438 @@
+"""Logging operations: what the lineage logger sends to MLflow, as replayable JSON.
+
+Everything the lineage logger tells MLflow is first an *operation*, a small JSON object
+(``start_run``, ``log_batch``, ``log_artifact``, ``log_dict``, ``log_model``,
+``register_model``, ``end_run``) that names runs by a stable key (the evolution run id,
+``<run id>/<strategy id>`` for hall-of-fame runs) instead of an MLflow run id, and carries
+its own timestamp. :class:`OpApplier` carries operations out against an ``MlflowClient``;
+every operation is idempotent (a run is found again by its ``lineage.key`` tag, a model
+version by its run id), so replaying an operation that already went through changes
+nothing. That is what makes the spool work: when the tracking server cannot be reached,
+the operations go to ``RUN_DIR/mlflow_spool/ops.jsonl`` and ``evolve sync`` replays them
+later, with their original timestamps, to the same end state.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+# Tag and name conventions shared with serving/registry.py through MLflow (not imports).
+KEY_TAG = "lineage.key"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+STRATEGY_ID_TAG = "strategy_id"
+STAGE_TAG = "stage"
+STAGE_HISTORY_TAG = "stage_history"
+STAGE_EVENT_PREFIX = "stage_event."
+CANDIDATE = "candidate"
+MODEL_ARTIFACT = "model"
+GENOME_ARTIFACT = "genome"
+
+SPOOL_DIR = "mlflow_spool"
+OPS_FILE = "ops.jsonl"
+STATE_FILE = "state.json"
+RUN_RECORD_FILE = "mlflow_run.json"
+
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAMS_PER_BATCH = 100
+MAX_TAGS_PER_BATCH = 100
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def stage_event_key(at_ms: int, version: str | int) -> str:
+    """Registered-model tag key of a registration event: sorts by time, unique per version.
+
+    serving/registry.py appends later events as ``stage_event.<ms>.<sequence>``.
+    """
+    return f"{STAGE_EVENT_PREFIX}{int(at_ms):013d}.r{int(version):05d}"
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class SyncState:
+    """What has been sent: MLflow ids of run keys and models, and how many spooled ops were applied."""
+
+    tracking_uri: str
+    experiment_name: str
+    experiment_id: str | None = None
+    runs: dict[str, str] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    applied: int = 0
+
+    def to_dict(self) -> dict:
+        return {"tracking_uri": self.tracking_uri, "experiment_name": self.experiment_name,
+                "experiment_id": self.experiment_id, "runs": dict(self.runs), "models": dict(self.models),
+                "versions": dict(self.versions), "applied": self.applied}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SyncState":
+        return cls(tracking_uri=data["tracking_uri"], experiment_name=data["experiment_name"],
+                   experiment_id=data.get("experiment_id"), runs=dict(data.get("runs", {})),
+                   models=dict(data.get("models", {})), versions=dict(data.get("versions", {})),
+                   applied=int(data.get("applied", 0)))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Spool:
+    """``RUN_DIR/mlflow_spool/``: ``ops.jsonl`` (append-only) and ``state.json``."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / SPOOL_DIR
+        self.ops_path = self.dir / OPS_FILE
+        self.state_path = self.dir / STATE_FILE
+
+    def exists(self) -> bool:
+        return self.ops_path.is_file() and self.state_path.is_file()
+
+    def append(self, op: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.ops_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(op, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_ops(self) -> list[dict]:
+        if not self.ops_path.is_file():
+            return []
+        ops = []
+        for number, line in enumerate(self.ops_path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                ops.append(json.loads(line))
+            except json.JSONDecodeError:
+                # a line cut short by a crash mid-write is the last one; nothing after it exists
+                if number == len(self.ops_path.read_text(encoding="utf-8").splitlines()):
+                    break
+                raise ValueError(f"{self.ops_path}:{number}: not valid JSON; the spool is damaged") from None
+        return ops
+
+    def save_state(self, state: SyncState) -> None:
+        write_json_atomic(self.state_path, state.to_dict())
+
+    def load_state(self) -> SyncState:
+        return SyncState.from_dict(json.loads(self.state_path.read_text(encoding="utf-8")))
+
+    def pending(self) -> int:
+        if not self.exists():
+            return 0
+        return max(0, len(self.read_ops()) - self.load_state().applied)
+
+
+# --------------------------------------------------------------------------- HTTP policy
+
+
+@contextmanager
+def fail_fast(retries: int = 1, timeout_s: int = 10) -> Iterator[None]:
+    """Bound MLflow's HTTP retries while lineage is sent, so an outage is noticed in seconds.
+
+    MLflow's REST client retries a refused connection up to 7 times with exponential
+    backoff (minutes). Variables the user set are left alone.
+    """
+    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s),
+                "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+    changed = {k: v for k, v in settings.items() if k not in os.environ}
+    os.environ.update(changed)
+    try:
+        yield
+    finally:
+        for key in changed:
+            os.environ.pop(key, None)
+
+
+def server_reachable(tracking_uri: str, timeout_s: float = 2.0) -> bool:
+    """True for a database/file store, or an HTTP server answering ``/health``."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return True
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+# --------------------------------------------------------------------------- applying
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _metric_value(value: Any) -> float:
+    value = float(value)
+    return value if not math.isinf(value) else math.copysign(1.7976931348623157e308, value)
+
+
+class OpApplier:
+    """Carries operations out against one tracking store; every operation is idempotent."""
+
+    def __init__(self, client, state: SyncState, run_dir: str | Path, model_code: str | Path):
+        self.client = client
+        self.state = state
+        self.run_dir = Path(run_dir)
+        self.model_code = str(model_code)
+        self._model_helpers = None
+        self._model_template: Path | None = None
+        self._template_dir: tempfile.TemporaryDirectory | None = None
+        self._prefetched: set[str] = set()
+        self._registered: set[str] = set()
+        self._existing_versions: dict[str, str] = {}
+
+    # ---------------------------------------------------------------- helpers
+
+    def experiment_id(self) -> str:
+        if self.state.experiment_id is None:
+            experiment = self.client.get_experiment_by_name(self.state.experiment_name)
+            if experiment is None:
+                try:
+                    self.state.experiment_id = self.client.create_experiment(self.state.experiment_name)
+                except Exception:
+                    experiment = self.client.get_experiment_by_name(self.state.experiment_name)
+                    if experiment is None:
+                        raise
+                    self.state.experiment_id = experiment.experiment_id
+            else:
+                self.state.experiment_id = experiment.experiment_id
+        return self.state.experiment_id
+
+    def run_id(self, key: str) -> str:
+        if key not in self.state.runs:
+            found = self._find_run(key)
+            if found is None:
+                raise KeyError(f"no MLflow run for lineage key {key!r}; its start_run operation is missing")
+            self.state.runs[key] = found
+        return self.state.runs[key]
+
+    def _find_run(self, key: str) -> str | None:
+        escaped = key.replace("'", "\\'")
+        runs = self.client.search_runs([self.experiment_id()], filter_string=f"tags.`{KEY_TAG}` = '{escaped}'",
+                                       max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    # ---------------------------------------------------------------- operations
+
+    def apply(self, op: dict) -> None:
+        getattr(self, "_op_" + op["op"])(op)
+
+    def _prefetch_runs(self, key: str) -> None:
+        """One search for the evolution run and all its nested runs (they carry ``run_id`` = key)."""
+        if key in self._prefetched:
+            return
+        escaped = key.replace("'", "\\'")
+        for run in self.client.search_runs([self.experiment_id()], filter_string=f"tags.run_id = '{escaped}'",
+                                           max_results=5000):
+            found = run.data.tags.get(KEY_TAG)
+            if found:
+                self.state.runs.setdefault(found, run.info.run_id)
+        self._prefetched.add(key)
+
+    def _op_start_run(self, op: dict) -> None:
+        key = op["key"]
+        if key in self.state.runs:
+            return
+        family = op.get("tags", {}).get("run_id")
+        if family:
+            self._prefetch_runs(family)
+            if key in self.state.runs:
+                return
+            existing = None
+        else:
+            existing = self._find_run(key)
+        if existing is not None:
+            self.state.runs[key] = existing
+            return
+        tags = dict(op.get("tags", {}))
+        tags[KEY_TAG] = key
+        if op.get("parent"):
+            tags[PARENT_RUN_TAG] = self.run_id(op["parent"])
+        run = self.client.create_run(self.experiment_id(), start_time=op["time"], tags=tags,
+                                     run_name=op.get("run_name"))
+        self.state.runs[key] = run.info.run_id
+
+    def _op_log_batch(self, op: dict) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        run_id = self.run_id(op["run"])
+        metrics = [Metric(name, _metric_value(value), int(ts), int(step)) for name, value, ts, step in op.get("metrics", [])]
+        params = [Param(k, str(v)) for k, v in sorted(op.get("params", {}).items())]
+        tags = [RunTag(k, str(v)) for k, v in sorted(op.get("tags", {}).items())]
+        for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=chunk)
+        for chunk in _chunks(tags, MAX_TAGS_PER_BATCH):
+            self.client.log_batch(run_id, tags=chunk)
+        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=chunk)
+
+    def _op_log_artifact(self, op: dict) -> None:
+        run_id = self.run_id(op["run"])
+        path = self.run_dir / op["path"]
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: the artifact to log is gone from the run directory")
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), op.get("artifact_path"))
+        else:
+            self.client.log_artifact(run_id, str(path), op.get("artifact_path"))
+
+    def _op_log_dict(self, op: dict) -> None:
+        self.client.log_dict(self.run_id(op["run"]), op["data"], op["artifact_file"])
+
+    def _op_log_model(self, op: dict) -> None:
+        """A models-from-code pyfunc model of one genome, as an MLflow 3 logged model of the run."""
+        import mlflow
+
+        model_key = op["model"]
+        if model_key in self.state.models:
+            return
+        run_id = self.run_id(op["run"])
+        experiment_id = self.experiment_id()
+        name = op.get("name", MODEL_ARTIFACT)
+        found = self.client.search_logged_models(
+            [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'", max_results=5)
+        ready = [m for m in found if str(getattr(m.status, "value", m.status)) == "READY"]
+        if ready:
+            self.state.models[model_key] = ready[0].model_id
+            return
+        template = self._template(op, mlflow)
+        logged = self.client.create_logged_model(experiment_id, name=name, source_run_id=run_id,
+                                                 tags={STRATEGY_ID_TAG: op["strategy_id"]}, model_type="strategy")
+        with tempfile.TemporaryDirectory(prefix="strategy-model-") as tmp:
+            model_dir = Path(tmp) / "model"
+            shutil.copytree(template, model_dir)
+            (model_dir / "artifacts" / "genome.json").write_text(json.dumps(op["genome"], sort_keys=True),
+                                                                 encoding="utf-8")
+            meta = mlflow.models.Model.load(str(model_dir))
+            meta.model_uuid = uuid.uuid4().hex
+            meta.model_id = logged.model_id
+            meta.save(str(model_dir / "MLmodel"))
+            self.client.log_model_artifacts(logged.model_id, str(model_dir))
+        self.client.finalize_logged_model(logged.model_id, "READY")
+        self.state.models[model_key] = logged.model_id
+
+    def _template(self, op: dict, mlflow) -> Path:
+        """The pyfunc model saved once (signature, input example, code); each strategy swaps its genome in."""
+        if self._model_template is None:
+            if self._model_helpers is None:
+                self._model_helpers = _model_signature_and_example(self.model_code)
+            signature, example = self._model_helpers
+            self._template_dir = tempfile.TemporaryDirectory(prefix="strategy-model-template-")
+            genome_path = Path(self._template_dir.name) / "genome.json"
+            genome_path.write_text(json.dumps(op["genome"], sort_keys=True), encoding="utf-8")
+            model_dir = Path(self._template_dir.name) / "model"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": the signature is explicit
+                mlflow.pyfunc.save_model(
+                    path=str(model_dir), python_model=self.model_code, artifacts={GENOME_ARTIFACT: str(genome_path)},
+                    signature=signature, input_example=example, pip_requirements=op.get("pip_requirements"),
+                )
+            if not (model_dir / "artifacts" / "genome.json").is_file():
+                raise RuntimeError(f"pyfunc model layout changed: no artifacts/genome.json in {model_dir}")
+            self._model_template = model_dir
+        return self._model_template
+
+    def _op_register_model(self, op: dict) -> None:
+        model_key = op["model"]
+        name = op["name"]
+        if model_key in self.state.versions:
+            return
+        run_id = self.run_id(op["run"])
+        model_id = self.state.models.get(model_key)
+        if model_id is None:
+            raise KeyError(f"model {model_key!r} was never logged; its log_model operation is missing")
+        if name not in self._registered:
+            try:
+                self.client.get_registered_model(name)
+            except Exception:
+                try:
+                    self.client.create_registered_model(name, tags=op.get("model_tags"))
+                except Exception:
+                    self.client.get_registered_model(name)  # created meanwhile by someone else
+            self._registered.add(name)
+        family = op.get("tags", {}).get("run_id")
+        prefetch_key = f"versions:{name}:{family}"
+        if family and prefetch_key not in self._prefetched:
+            escaped = family.replace("'", "\\'")
+            for mv in self.client.search_model_versions(f"name = '{name}' and tags.run_id = '{escaped}'"):
+                self._existing_versions[mv.run_id] = str(mv.version)
+            self._prefetched.add(prefetch_key)
+        if family:
+            existing = [self._existing_versions[run_id]] if run_id in self._existing_versions else []
+        else:
+            existing = [mv.version for mv in self.client.search_model_versions(
+                f"name = '{name}' and run_id = '{run_id}'")]
+        tags = {k: str(v) for k, v in op.get("tags", {}).items()}
+        at = int(op["time"])
+        tags[STAGE_TAG] = CANDIDATE
+        tags[STAGE_HISTORY_TAG] = json.dumps([{"stage": CANDIDATE, "at": at, "reason": "registered"}])
+        if existing:
+            version = existing[0]
+        else:
+            with _global_tracking_uri(self.state.tracking_uri):
+                version = self.client.create_model_version(
+                    name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id,
+                    await_creation_for=0,
+                ).version
+        # setting the same event tag twice writes the same value: idempotent without a read
+        self.client.set_registered_model_tag(name, stage_event_key(at, version), json.dumps(
+            {"version": str(version), "stage": CANDIDATE, "at": at, "reason": "registered",
+             STRATEGY_ID_TAG: op["strategy_id"]}, sort_keys=True))
+        self.state.versions[model_key] = str(version)
+
+    def _op_end_run(self, op: dict) -> None:
+        self.client.set_terminated(self.run_id(op["run"]), status=op.get("status", "FINISHED"), end_time=op["time"])
+
+
+@contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """A database registry store resolves a ``models:/<id>`` source through the *global* tracking
+    URI: point it at this store for the call, then put back what was there (env var included)."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    previous = getattr(tracking_utils, "_tracking_uri", None)
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
+def _model_signature_and_example(model_code: str):
+    """Signature and input example from the model code file's own helpers."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_strategy_model_code", model_code)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.model_signature(), module.input_example()
