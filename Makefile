@@ -17,3 +17,6 @@ bench:
 
 bench-backtest:
 	./dev setup && .venv/bin/python benchmarks/bench_backtest.py
+
+mlflow-ui:
+	./dev setup && PATH="$(CURDIR)/.venv/bin:$$PATH" bash mlflow/server.sh

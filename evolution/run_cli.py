@@ -3,6 +3,7 @@
     evolve run [--config PATH] [--data PATH] [--seed INT] [--out DIR] [--local]
                [--address ADDR] [--no-progress]
     evolve run --resume RUN_DIR [--local] [--address ADDR] [--no-progress]
+    (both: [--tracking-uri URI | --no-tracking] for the MLflow lineage of the run)
     python -m evolution run ...            (the same, e.g. under `ray job submit`)
 
 The config (default configs/demo.yaml) and the data are validated before Ray starts; a
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
@@ -33,12 +35,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--local", action="store_true", help="run islands in-process, without Ray")
     run.add_argument("--address", help="Ray address to join (default: $RAY_ADDRESS, else a local Ray)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    run.add_argument("--no-tracking", action="store_true",
+                     help="do not log lineage to MLflow (also: EVOLVE_TRACKING=off)")
     run.set_defaults(func=run_command)
+
+    demo = subparsers.add_parser(
+        "demo", help="the embedded-default path: configs/demo.yaml on a synthetic market, local Ray, "
+        "lineage in sqlite:///mlflow.db",
+        description="Run the demo search (configs/demo.yaml) with every embedded default and log its "
+        "lineage to MLflow; `make mlflow-ui` then shows it.",
+    )
+    demo.add_argument("--out", type=Path, help="run directory (default: runs/<run_id>)")
+    demo.add_argument("--local", action="store_true", help="run islands in-process, without Ray")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(func=demo_command, config=None, data=None, seed=None, resume=None, address=None,
+                      tracking_uri=None, no_tracking=False)
 
 
 def _fail(message: str) -> int:
     print(f"evolve run: error: {message}", file=sys.stderr)
     return EXIT_USER_ERROR
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    code = run_command(args)
+    if code == 0:
+        print("demo: open the lineage with `make mlflow-ui` (MLflow UI on sqlite:///mlflow.db); "
+              "the live Serve endpoint joins the demo with the serving issues.")
+    return code
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -70,21 +95,67 @@ def run_command(args: argparse.Namespace) -> int:
             run = plan(config, data_path=args.data, out_dir=args.out)
     except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError) as error:
         return _fail(str(error))
-    return _execute(run, args.address)
+    tracking = None
+    if not args.no_tracking and os.environ.get("EVOLVE_TRACKING", "").lower() not in ("off", "0", "false", "no"):
+        tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    return _execute(run, args.address, tracking)
 
 
-def _execute(run, address: str | None) -> int:
+class _Lineage:
+    """Driver-side MLflow lineage of one run (evolution.lineage.LineageLogger): per-generation
+    island statistics while the search runs (queued, sent in batches by a background thread;
+    spooled to the run directory when the server is unreachable), the rest at the end."""
+
+    def __init__(self, run, uri: str | None):
+        self.logger = None
+        if uri is None:
+            return
+        from evolution.lineage import LineageLogger
+
+        config = run.config
+        self.logger = LineageLogger(uri)
+        self.logger.start(run.run_dir, config.search_dict(), run_id=run.run_id, seed=config.seed,
+                          config_id=config.config_id)
+        self._last = time.perf_counter()
+
+    def on_generation(self, generation: int, _pool) -> None:
+        if self.logger is None:
+            return
+        from evolution.lineage_data import island_stats
+
+        now = time.perf_counter()
+        self.logger.log_generation(generation, island_stats(self.run_dir, generation, now - self._last))
+        self._last = now
+
+    def finish(self, run) -> None:
+        if self.logger is not None:
+            report = self.logger.finish(run.run_dir, market=run.spec.market)
+            if report.spooled:
+                print(f"lineage: tracking server unreachable; {report.pending_ops} operations spooled to "
+                      f"{run.run_dir / 'mlflow_spool'}; send them later with: evolve sync {run.run_dir}")
+            else:
+                print(f"lineage: MLflow run {report.mlflow_run_id}, {len(report.nested_runs)} strategy runs, "
+                      f"{len(report.model_versions)} model versions, lineage complete: {report.lineage_complete}")
+
+    @property
+    def run_dir(self):
+        return self.logger.run_dir
+
+
+def _execute(run, address: str | None, tracking: str | None = None) -> int:
     from evolution.pools import LocalPool, RayPool
     from evolution.report import summary_table
     from evolution.runner import execute
 
     config = run.config
+    lineage = _Lineage(run, tracking)
     if config.runtime.backend == "local":
         pool = LocalPool(config, run.spec.market, run.spec.split.test_ranges())
         try:
-            result = execute(run, pool)
+            result = execute(run, pool, on_generation=lineage.on_generation)
         finally:
             pool.close()
+        lineage.finish(run)
         print(summary_table(result, run.run_dir))
         return 0
 
@@ -102,10 +173,11 @@ def _execute(run, address: str | None) -> int:
         started = True
     pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
     try:
-        result = execute(run, pool)
+        result = execute(run, pool, on_generation=lineage.on_generation)
     finally:
         pool.close()
         if started:
             ray.shutdown()
+    lineage.finish(run)
     print(summary_table(result, run.run_dir))
     return 0

@@ -5,6 +5,10 @@ import os
 
 import pytest
 
+# `evolve run` logs lineage to MLflow by default; the engine's tests turn that off (it is
+# tested on its own against a real server in tests/test_lineage_*.py and test_run_tracking.py).
+os.environ.setdefault("EVOLVE_TRACKING", "off")
+
 
 @pytest.fixture(scope="session")
 def ray_session():
