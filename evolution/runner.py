@@ -226,6 +226,24 @@ def rank_trials(frame: pd.DataFrame, config: EvolutionConfig) -> pd.DataFrame:
     return ev.iloc[order].reset_index(drop=True)
 
 
+def distinct_hall_of_fame(ranked: pd.DataFrame, size: int) -> pd.DataFrame:
+    """The best ``size`` trials that trade differently: a trial whose out-of-sample return
+    series equals one already taken (a clone: e.g. an extra condition that never binds, or a
+    threshold no bar crosses) is skipped, so the hall of fame is not ten copies of one rule."""
+    taken: list[int] = []
+    seen: set[bytes] = set()
+    for i, returns in enumerate(ranked["oos_returns"] if "oos_returns" in ranked.columns else [None] * len(ranked)):
+        if returns is not None and len(returns):
+            key = np.round(np.asarray(returns, dtype=np.float64), 12).tobytes()
+            if key in seen:
+                continue
+            seen.add(key)
+        taken.append(i)
+        if len(taken) == size:
+            break
+    return ranked.iloc[taken].reset_index(drop=True)
+
+
 def pareto_front(ranked: pd.DataFrame, config: EvolutionConfig, limit: int = 50) -> list[str]:
     """Strategy ids of the non-dominated distinct trials (best first, at most ``limit``)."""
     if len(config.selection.objectives) < 2 or ranked.empty:
@@ -261,7 +279,7 @@ def build_result(run: RunPlan) -> dict:
     config = run.config
     frame = trials.read_trials(run.run_dir)
     ranked = rank_trials(frame, config)
-    hof = ranked.head(config.hall_of_fame)
+    hof = distinct_hall_of_fame(ranked, config.hall_of_fame)
     verdicts = judge(hof, ranked, run.spec, config) if len(hof) else []
     summary_cols = [c for c in ranked.columns if c.startswith("wf_")]
     members = []
