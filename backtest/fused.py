@@ -136,6 +136,55 @@ def _compare_threshold_loop(a, thr, greater, n, first, use_and, buf):
 
 
 @njit(cache=True)
+def cross_pair_nb(a, b, n, up, down):
+    """up: a crosses above b; down: a crosses below b. One pass with shared comparisons
+    (the moving-average crossover family: entry and exit on the same two indicators)."""
+    armed_u = True
+    below_u = False
+    armed_d = True
+    above_d = False
+    for t in range(n):
+        x = a[t]
+        y = b[t]
+        gt = x > y
+        lt = x < y
+        valid = gt | lt | (x == y)
+        fu = gt & below_u
+        up[t] = fu & armed_u
+        armed_u = ~fu
+        below_u = valid & (below_u | lt)
+        fd = lt & above_d
+        down[t] = fd & armed_d
+        armed_d = ~fd
+        above_d = valid & (above_d | gt)
+
+
+@njit(inline="always")
+def _crossing_pair(lhs, op, rhs, ncond):
+    """For one condition per block, both crossings of the same two indicators in opposite
+    directions: returns (is_pair, a, b, entry_is_up) with entry = a crosses above b when
+    entry_is_up, else exit = a crosses above b (and the other block the crossing below)."""
+    if ncond[0] != 1 or ncond[1] != 1 or rhs[0, 0] < 0 or rhs[1, 0] < 0:
+        return False, 0, 0, False
+    oe = op[0, 0]
+    ox = op[1, 0]
+    if oe < OP_CROSS_ABOVE or ox < OP_CROSS_ABOVE:
+        return False, 0, 0, False
+    a = lhs[0, 0]
+    b = rhs[0, 0]
+    entry_up = oe == OP_CROSS_ABOVE
+    if lhs[1, 0] == a and rhs[1, 0] == b:
+        exit_up = ox == OP_CROSS_ABOVE
+    elif lhs[1, 0] == b and rhs[1, 0] == a:
+        exit_up = ox == OP_CROSS_BELOW  # b crosses below a = a crosses above b
+    else:
+        return False, 0, 0, False
+    if entry_up == exit_up:
+        return False, 0, 0, False
+    return True, a, b, entry_up
+
+
+@njit(cache=True)
 def block_signals_nb(table, lhs, op, rhs, thr, n_cond, use_and, n, buf):
     """Signals of one block (entry or exit) of one genome into buf[:n]."""
     if n_cond == 0:
@@ -309,8 +358,15 @@ def population_nb(close, table, lhs, op, rhs, thr, ncond, logic, direction, sl, 
     no_positions = np.empty(0, dtype=np.int8)
     empty_buckets = np.empty(0, dtype=np.float64)
     for g in range(n_gen):
-        block_signals_nb(table, lhs[g, 0], op[g, 0], rhs[g, 0], thr[g, 0], ncond[g, 0], logic[g, 0] == 0, n, entry)
-        block_signals_nb(table, lhs[g, 1], op[g, 1], rhs[g, 1], thr[g, 1], ncond[g, 1], logic[g, 1] == 0, n, exit_)
+        is_pair, a, b, entry_up = _crossing_pair(lhs[g], op[g], rhs[g], ncond[g])
+        if is_pair:
+            if entry_up:
+                cross_pair_nb(table[a], table[b], n, entry, exit_)
+            else:
+                cross_pair_nb(table[a], table[b], n, exit_, entry)
+        else:
+            block_signals_nb(table, lhs[g, 0], op[g, 0], rhs[g, 0], thr[g, 0], ncond[g, 0], logic[g, 0] == 0, n, entry)
+            block_signals_nb(table, lhs[g, 1], op[g, 1], rhs[g, 1], thr[g, 1], ncond[g, 1], logic[g, 1] == 0, n, exit_)
         if want_positions:
             scratch = np.empty(15, dtype=np.float64)
             simulate_fold_nb(close, entry, exit_, 0, n, direction[g], fees, slippage, init_cash, sl[g], tp[g],

@@ -181,3 +181,21 @@ def test_metric_names_and_bad_arguments(market):
         evaluate([sma_crossover_genome(5, 20)], object())
     with pytest.raises(ValueError, match="fees"):
         evaluate([sma_crossover_genome(5, 20)], market, fees=2.0)
+
+
+@pytest.mark.parametrize("swap_exit", [False, True])
+@pytest.mark.parametrize("entry_op", ["crosses_above", "crosses_below"])
+def test_crossover_pair_fast_path_equals_general_path(market, swap_exit, entry_op):
+    """Entry and exit crossing the same two indicators take a one-pass kernel; adding a
+    never-binding second exit condition forces the general path: signals must agree."""
+    f, s = {"name": "ema", "window": 8}, {"name": "sma", "window": 30}
+    exit_op = "crosses_below" if entry_op == "crosses_above" else "crosses_above"
+    exit_cond = {"lhs": s, "op": entry_op, "rhs": f} if swap_exit else {"lhs": f, "op": exit_op, "rhs": s}
+    pair = {"entry": {"logic": "and", "conditions": [{"lhs": f, "op": entry_op, "rhs": s}]},
+            "exit": {"logic": "or", "conditions": [exit_cond]}, "direction": "both"}
+    general = {**pair, "exit": {"logic": "or", "conditions": [exit_cond,
+               {"lhs": {"name": "rsi", "window": 14}, "op": ">", "rhs": 100.0}]}}
+    a = evaluate([pair], market).metrics
+    b = evaluate([general], market).metrics
+    np.testing.assert_array_equal(a, b)
+    assert a[0, 0, 8] > 0  # it traded
