@@ -313,8 +313,10 @@ class Evaluator:
         slippage: float = 0.0,
         init_cash: float = 1.0,
         bucket_bars: int = 0,
+        normalized: bool = False,
     ) -> EvaluationResult:
-        """See :func:`evaluate`."""
+        """See :func:`evaluate`. ``normalized=True``: every genome was returned by
+        ``normalize_genome`` (as the GA's operators return them), so validation is skipped."""
         m = market_arrays(market)
         n_bars = m.close.shape[0]
         fr = fold_ranges(folds, n_bars)
@@ -325,13 +327,13 @@ class Evaluator:
             raise ValueError(f"bucket_bars: expected a non-negative integer, got {bucket_bars!r}")
         ppy = periods_per_year(m.interval_ms)
         n = len(population)
-        normalized: list[dict | None] = [None] * n
+        normalized_genomes: list[dict | None] = [None] * n
         ids: list[str | None] = [None] * n
         errors: dict[int, str] = {}
         for i, genome in enumerate(population):
             try:
-                normalized[i] = normalize_genome(genome)
-                ids[i] = normalized_strategy_id(normalized[i])
+                normalized_genomes[i] = genome if normalized else normalize_genome(genome)
+                ids[i] = normalized_strategy_id(normalized_genomes[i])
             except GenomeError as exc:
                 errors[i] = str(exc)
             except Exception as exc:  # failures are values: a bad genome never aborts a generation
@@ -345,10 +347,10 @@ class Evaluator:
         origin = int(fr[0, 0])
         n_buckets = -(-(int(fr[-1, 1]) - origin) // bucket_bars) if bucket_bars > 0 else 0
         buckets = np.full((n, n_buckets), np.nan) if bucket_bars > 0 else None
-        unique_genomes = [normalized[i] for i in unique_idx]
+        unique_genomes = [normalized_genomes[i] for i in unique_idx]
         for chunk in _chunks(unique_genomes, n_bars, self.memory_bytes, self.max_chunk):
             idx = [unique_idx[c] for c in chunk]
-            enc = encode_population([normalized[i] for i in idx])
+            enc = encode_population([normalized_genomes[i] for i in idx])
             try:
                 chunk_metrics, chunk_buckets = self._run(
                     enc, m, fr, fees, slippage, float(init_cash), ppy, bucket_bars, origin, n_buckets

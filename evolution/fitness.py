@@ -50,6 +50,37 @@ def summarize(fold_metrics: np.ndarray) -> dict[str, float | None]:
     return {name: out[name] for name in SUMMARY_NAMES}
 
 
+def summarize_many(metrics: np.ndarray) -> list[dict[str, float | None]]:
+    """:func:`summarize` for a whole (N, F, M) evaluation at once (same values)."""
+    n = metrics.shape[0]
+    cols: dict[str, np.ndarray] = {}
+    with np.errstate(all="ignore"):
+        for name in MEAN_METRICS:
+            column = metrics[:, :, METRIC_INDEX[name]]
+            finite = np.isfinite(column)
+            count = finite.sum(axis=1)
+            total = np.where(finite, column, 0.0).sum(axis=1)
+            cols[name] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        cols["total_return"] = np.prod(1.0 + metrics[:, :, METRIC_INDEX["total_return"]], axis=1) - 1.0
+        cols["max_drawdown"] = np.max(metrics[:, :, METRIC_INDEX["max_drawdown"]], axis=1)
+        cols["n_trades"] = np.sum(metrics[:, :, METRIC_INDEX["n_trades"]], axis=1)
+    table = {name: cols[name].tolist() for name in SUMMARY_NAMES}
+    return [{name: (v if math.isfinite(v) else None) for name, v in ((k, table[k][i]) for k in SUMMARY_NAMES)}
+            for i in range(n)]
+
+
+def fold_columns_many(metrics: np.ndarray) -> list[dict[str, list[float | None]]]:
+    """:func:`fold_columns` for a whole (N, F, M) evaluation at once."""
+    values = metrics.tolist()  # N x F x M nested lists of floats
+    out = []
+    for per_fold in values:
+        out.append({
+            f"fold_{name}": [v if math.isfinite(v) else None for v in (fold[j] for fold in per_fold)]
+            for j, name in enumerate(METRIC_NAMES)
+        })
+    return out
+
+
 def objectives(summary: dict, names: Sequence[str], n_folds: int, min_trades: int, failed: bool) -> list[float]:
     """Objective values (raw metric values, worst when undefined or too few trades)."""
     trades = summary.get("n_trades")

@@ -17,6 +17,7 @@ An individual is plain data: ``{"strategy_id", "genome", "fitness", "walk_forwar
 """
 from __future__ import annotations
 
+import gc
 from typing import Any, Sequence
 
 import numpy as np
@@ -98,6 +99,10 @@ class Island:
         pool = self._dedupe(self.population + [c for c in candidates if "fitness" in c])
         self.population = self._survivors(pool, self.config.population)
         self.generation = generation
+        # The island's long-lived state (seen strategies, population) only grows; move it out
+        # of the cyclic collector's sight so its full collections stop rescanning it every
+        # generation (measured: ~10% of a generation). Reference counting still frees it.
+        gc.freeze()
         return rows
 
     def _initial(self, rng) -> list[dict]:
@@ -165,12 +170,14 @@ class Island:
                 [c["genome"] for c in todo], self.market, self.folds,
                 fees=self.config.costs.fees, slippage=self.config.costs.slippage,
                 init_cash=self.config.costs.init_cash, bucket_bars=wf_cfg.bucket_bars,
+                normalized=True,  # operators return normalized genomes
             )
             n_folds = self.folds.shape[0]
+            summaries = fit.summarize_many(result.metrics)
+            fold_cols = fit.fold_columns_many(result.metrics)
             for i, c in enumerate(todo):
                 error = result.errors.get(i)
-                fold_metrics = None if error is not None else result.metrics[i]
-                summary = fit.summarize(result.metrics[i]) if error is None else {n: None for n in fit.SUMMARY_NAMES}
+                summary = summaries[i] if error is None else {n: None for n in fit.SUMMARY_NAMES}
                 values = fit.objectives(
                     summary, self.objectives, n_folds, self.config.selection.min_trades, error is not None
                 )
@@ -178,10 +185,10 @@ class Island:
                 buckets = None
                 if error is None and result.buckets is not None:
                     b = result.buckets[i] - 1.0
-                    buckets = b.tolist() if np.isfinite(b).all() else None
+                    buckets = b if np.isfinite(b).all() else None  # ndarray: cheap to pickle and to write
                 rows.append(
                     _row(c, self.index, generation, values, summary, error, True)
-                    | fit.fold_columns(fold_metrics, n_folds)
+                    | (fold_cols[i] if error is None else fit.fold_columns(None, n_folds))
                     | {"oos_returns": buckets}
                 )
         for c in candidates:

@@ -152,3 +152,19 @@ def test_ring_migration_moves_the_best_and_logs_it(setup):
     held = {i["strategy_id"] for i in pool.islands[1].population}
     assert {m["strategy_id"] for m in outgoing[0]} <= held
     assert len(pool.islands[1].population) == config.population
+
+
+def test_vectorized_summaries_equal_the_per_genome_ones():
+    import numpy as np
+
+    from evolution import fitness as fit
+
+    rng = np.random.default_rng(0)
+    metrics = rng.normal(size=(7, 3, 15))
+    metrics[2, 1, :] = np.nan  # a fold with undefined metrics
+    metrics[4] = np.inf
+    many = fit.summarize_many(metrics)
+    cols = fit.fold_columns_many(metrics)
+    for i in range(7):
+        assert many[i] == fit.summarize(metrics[i])
+        assert cols[i] == fit.fold_columns(metrics[i], 3)
