@@ -19,7 +19,7 @@ import sys
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-TRIM_BYTES = 1 << 30  # keep up to 1 GiB of freed heap in the process
+TRIM_BYTES = 128 << 20  # keep up to 128 MiB of freed heap at the top of the heap
 MMAP_BYTES = 32 << 20  # glibc's maximum: allocations below this come from the heap
 
 _state = {"done": False}

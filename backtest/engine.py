@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from backtest import fused, kernels
+from backtest import events, fused, kernels
 from backtest.allocator import tune_allocator
 from backtest.indicators import fill_indicator_table
 from backtest.metrics import METRIC_INDEX, METRIC_NAMES, periods_per_year
@@ -279,6 +279,8 @@ class Evaluator:
         self.max_chunk = int(max_chunk)
         tune_allocator()
         self._buffer = np.empty(0, dtype=np.float64)
+        self._summary_of: np.ndarray | None = None
+        self._summary_cache = None
 
     def _table(self, indicators, m: MarketArrays) -> np.ndarray:
         size = len(indicators) * m.close.shape[0]
@@ -288,6 +290,14 @@ class Evaluator:
         fill_indicator_table(indicators, m.high, m.low, m.close, table)
         return table
 
+    def _summary(self, m: MarketArrays):
+        """Per-market prefix sums and close blocks (events.market_summary_nb), computed once
+        per market (cached by array identity)."""
+        if self._summary_of is not m.close:
+            self._summary_cache = events.market_summary_nb(m.close)
+            self._summary_of = m.close
+        return self._summary_cache
+
     def _run(self, enc: EncodedPopulation, m: MarketArrays, folds: np.ndarray, fees, slippage, init_cash,
              ppy, bucket_bars, bucket_origin, n_buckets, positions_out=None):
         table = self._table(enc.indicators, m)
@@ -295,8 +305,9 @@ class Evaluator:
         metrics = np.full((n, folds.shape[0], kernels.N_METRICS), np.nan)
         buckets = np.ones((n, n_buckets)) if bucket_bars > 0 else np.ones((0, 0))
         pos = positions_out if positions_out is not None else np.empty(0, dtype=np.int8)
+        prefix, blocks = self._summary(m)
         fused.population_nb(
-            m.close, table, enc.lhs, enc.op, enc.rhs, enc.threshold, enc.n_conditions, enc.logic,
+            m.close, prefix, blocks, table, enc.lhs, enc.op, enc.rhs, enc.threshold, enc.n_conditions, enc.logic,
             enc.direction, enc.stop_loss, enc.take_profit, np.ascontiguousarray(folds[:, 0]),
             np.ascontiguousarray(folds[:, 1]), fees, slippage, init_cash, ppy, metrics, bucket_bars,
             bucket_origin, buckets, pos,

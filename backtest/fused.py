@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from backtest.events import simulate_fold_events_nb
 from backtest.kernels import (
     M_CAGR,
     M_CALMAR,
@@ -296,10 +297,19 @@ def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage,
                 if bk >= 0 and bk < buckets.shape[0]:
                     buckets[bk] *= value / seg_value
                 seg_value = value
-    n = end - start
     if pos != 0.0:
         trades += 1
-    final = value
+    acc = np.array([s1, s2, s3, s4, down2, max_dd, value_sum, float(exposed), notional_sum, float(trades),
+                    float(closed), float(wins), gross_win, gross_loss, value])
+    write_metrics(out, acc, init_cash, end - start, periods_per_year)
+
+
+@njit(cache=True)
+def write_metrics(out, acc, init_cash, n, periods_per_year):
+    """Metrics from a fold's accumulators (see events.simulate_fold_events_nb for the order)."""
+    s1, s2, s3, s4, down2, max_dd, value_sum = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6]
+    exposed, notional_sum, trades, closed, wins = acc[7], acc[8], acc[9], acc[10], acc[11]
+    gross_win, gross_loss, final = acc[12], acc[13], acc[14]
     out[M_FINAL_VALUE] = final
     out[M_TOTAL_RETURN] = final / init_cash - 1.0
     years = n / periods_per_year
@@ -336,7 +346,7 @@ def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage,
 
 
 @njit(cache=True)
-def population_nb(close, table, lhs, op, rhs, thr, ncond, logic, direction, sl, tp,
+def population_nb(close, prefix, blocks, table, lhs, op, rhs, thr, ncond, logic, direction, sl, tp,
                   fold_starts, fold_ends, fees, slippage, init_cash, periods_per_year,
                   metrics, bucket_bars, bucket_origin, buckets, positions):
     """Score a chunk of genomes on every fold.
@@ -356,6 +366,9 @@ def population_nb(close, table, lhs, op, rhs, thr, ncond, logic, direction, sl, 
     entry = np.empty(n, dtype=np.bool_)
     exit_ = np.empty(n, dtype=np.bool_)
     no_positions = np.empty(0, dtype=np.int8)
+    acc = np.empty(15, dtype=np.float64)
+    entry_words = entry[: n - n % 8].view(np.uint64)  # quiet stretches are skipped 8 bars at a time
+    exit_words = exit_[: n - n % 8].view(np.uint64)
     empty_buckets = np.empty(0, dtype=np.float64)
     for g in range(n_gen):
         is_pair, a, b, entry_up = _crossing_pair(lhs[g], op[g], rhs[g], ncond[g])
@@ -368,13 +381,13 @@ def population_nb(close, table, lhs, op, rhs, thr, ncond, logic, direction, sl, 
             block_signals_nb(table, lhs[g, 0], op[g, 0], rhs[g, 0], thr[g, 0], ncond[g, 0], logic[g, 0] == 0, n, entry)
             block_signals_nb(table, lhs[g, 1], op[g, 1], rhs[g, 1], thr[g, 1], ncond[g, 1], logic[g, 1] == 0, n, exit_)
         if want_positions:
-            scratch = np.empty(15, dtype=np.float64)
-            simulate_fold_nb(close, entry, exit_, 0, n, direction[g], fees, slippage, init_cash, sl[g], tp[g],
-                             periods_per_year, scratch, 0, 0, empty_buckets, positions)
+            simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, 0, n, direction[g], fees, slippage,
+                                    init_cash, sl[g], tp[g], acc, empty_buckets, 0, 0, positions)
             continue
         for f in range(n_folds):
             bk = buckets[g] if bucket_bars > 0 else empty_buckets
-            simulate_fold_nb(close, entry, exit_, fold_starts[f], fold_ends[f], direction[g], fees, slippage,
-                             init_cash, sl[g], tp[g], periods_per_year, metrics[g, f], bucket_bars,
-                             bucket_origin, bk, no_positions)
+            simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, fold_starts[f], fold_ends[f], direction[g],
+                                    fees, slippage, init_cash, sl[g], tp[g], acc, bk, bucket_bars, bucket_origin,
+                                    no_positions)
+            write_metrics(metrics[g, f], acc, init_cash, fold_ends[f] - fold_starts[f], periods_per_year)
     return metrics

@@ -199,3 +199,35 @@ def test_crossover_pair_fast_path_equals_general_path(market, swap_exit, entry_o
     b = evaluate([general], market).metrics
     np.testing.assert_array_equal(a, b)
     assert a[0, 0, 8] > 0  # it traded
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_event_driven_fold_equals_the_bar_by_bar_reference(market, seed):
+    """events.simulate_fold_events_nb (stretches, prefix sums, block skipping) against the
+    plain per-bar fold simulation, on every metric and every bucket."""
+    from backtest import events, fused
+    from backtest.kernels import N_METRICS
+
+    genome = random_genome(np.random.default_rng(500 + seed))
+    genome["stop_loss"] = genome["stop_loss"] or 0.02
+    e, x = signals(genome, market)
+    close = market.close
+    prefix, blocks = events.market_summary_nb(close)
+    direction = {"long": 0, "short": 1, "both": 2}[genome["direction"]]
+    sl = np.nan if genome["stop_loss"] is None else genome["stop_loss"]
+    tp = np.nan if genome["take_profit"] is None else genome["take_profit"]
+    start, end, bucket = 130, 3900, 97
+    ref = np.empty(N_METRICS)
+    ref_buckets = np.ones(-(-(end - start) // bucket))
+    fused.simulate_fold_nb(close, e, x, start, end, direction, 0.001, 0.0005, 1.0, sl, tp, 525960.0, ref,
+                           bucket, start, ref_buckets, np.empty(0, np.int8))
+    acc = np.empty(15)
+    got_buckets = np.ones_like(ref_buckets)
+    n8 = len(e) - len(e) % 8
+    events.simulate_fold_events_nb(close, prefix, blocks, e, x, e[:n8].view(np.uint64), x[:n8].view(np.uint64),
+                                   start, end, direction, 0.001, 0.0005, 1.0, sl, tp, acc, got_buckets, bucket,
+                                   start, np.empty(0, np.int8))
+    got = np.empty(N_METRICS)
+    fused.write_metrics(got, acc, 1.0, end - start, 525960.0)
+    np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(got_buckets, ref_buckets, rtol=1e-10)
