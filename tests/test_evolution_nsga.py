@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from deap import base, creator, tools
+from deap import base, tools
 
 from evolution import nsga
 
