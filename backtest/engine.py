@@ -1,8 +1,9 @@
 """The thin Python layer over the kernels: simulate(), evaluate() and positions()."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,8 @@ from backtest.strategy import (
     EncodedPopulation,
     GenomeError,
     encode_population,
-    indicators_used,
     indicator_key,
+    indicators_used,
     normalize_genome,
     normalized_strategy_id,
 )

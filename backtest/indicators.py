@@ -5,7 +5,7 @@ Values are NaN until the indicator is defined (warm-up), as in vectorbt.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from numba import njit

@@ -74,7 +74,6 @@ def bench_scaling(generations: int, total_population: int, n_bars: int) -> dict:
 
 def bench_overhead(population: int, n_bars: int, generations: int) -> dict:
     import backtest.engine as engine
-
     from evolution.island import Island
     from evolution.market import resolve
 

@@ -45,7 +45,7 @@ class PlantedEdgeConfig(_Model):
     strength: float = Field(0.008, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
-    def _order(self) -> "PlantedEdgeConfig":
+    def _order(self) -> PlantedEdgeConfig:
         if self.fast >= self.slow:
             raise ValueError(f"fast ({self.fast}) must be smaller than slow ({self.slow})")
         return self
@@ -69,7 +69,7 @@ class MarketConfig(_Model):
     exchange: ExchangeMarket | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "MarketConfig":
+    def _one(self) -> MarketConfig:
         given = [n for n in ("synthetic", "file", "exchange") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
@@ -105,7 +105,7 @@ class OperatorConfig(_Model):
     max_conditions: int = Field(3, ge=1, le=3, description="conditions per block in random genomes")
 
     @model_validator(mode="after")
-    def _weights(self) -> "OperatorConfig":
+    def _weights(self) -> OperatorConfig:
         if self.crossover_probability + self.mutation_probability > 1.0 + 1e-12:
             raise ValueError(
                 "crossover_probability + mutation_probability must be <= 1 (each offspring comes from "
@@ -129,7 +129,7 @@ class SelectionConfig(_Model):
     )
 
     @model_validator(mode="after")
-    def _objectives(self) -> "SelectionConfig":
+    def _objectives(self) -> SelectionConfig:
         if not 1 <= len(self.objectives) <= 3:
             raise ValueError(f"objectives: give 1 to 3 metric names, got {list(self.objectives)}")
         for name in self.objectives:
@@ -179,7 +179,7 @@ class GateConfig(_Model):
     pbo_blocks: int = Field(8, ge=2, le=16)
 
     @model_validator(mode="after")
-    def _even(self) -> "GateConfig":
+    def _even(self) -> GateConfig:
         if self.pbo_blocks % 2:
             raise ValueError(f"pbo_blocks must be even, got {self.pbo_blocks}")
         return self
@@ -221,7 +221,7 @@ class EvolutionConfig(_Model):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @model_validator(mode="after")
-    def _cross(self) -> "EvolutionConfig":
+    def _cross(self) -> EvolutionConfig:
         if self.migration.size >= self.population:
             raise ValueError(
                 f"migration.size ({self.migration.size}) must be smaller than population ({self.population})"
@@ -243,7 +243,7 @@ class EvolutionConfig(_Model):
     def multi_objective(self) -> bool:
         return len(self.selection.objectives) > 1
 
-    def with_overrides(self, **updates: Any) -> "EvolutionConfig":
+    def with_overrides(self, **updates: Any) -> EvolutionConfig:
         """A validated copy with top-level (or dotted, e.g. 'runtime.backend') fields replaced."""
         data = self.model_dump(mode="python")
         for key, value in updates.items():

@@ -15,12 +15,11 @@ get the worst value of every objective (:data:`WORST`), so they are never select
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from backtest.metrics import METRIC_INDEX, METRIC_NAMES
-
 from evolution.config import MINIMIZED
 
 WORST = 1e9

@@ -29,7 +29,6 @@ import pandas as pd
 from backtest import Evaluator
 from backtest.metrics import METRIC_INDEX
 from backtest.validation import dsr_from_returns, probability_of_backtest_overfitting
-
 from evolution.config import EvolutionConfig
 from evolution.market import MarketSpec
 

@@ -18,13 +18,13 @@ An individual is plain data: ``{"strategy_id", "genome", "fitness", "walk_forwar
 from __future__ import annotations
 
 import gc
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from backtest import Evaluator
 from backtest.strategy import canonical_json, normalized_strategy_id
-
 from evolution import fitness as fit
 from evolution import nsga
 from evolution.config import EvolutionConfig

@@ -33,9 +33,10 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -47,7 +48,6 @@ from evolution.lineage_ops import (
     SyncState,
     fail_fast,
     now_ms,
-    server_reachable,
     write_json_atomic,
 )
 

@@ -21,10 +21,11 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # Tag and name conventions shared with serving/registry.py through MLflow (not imports).
 KEY_TAG = "lineage.key"
@@ -81,7 +82,7 @@ class SyncState:
                 "versions": dict(self.versions), "applied": self.applied}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SyncState":
+    def from_dict(cls, data: dict) -> SyncState:
         return cls(tracking_uri=data["tracking_uri"], experiment_name=data["experiment_name"],
                    experiment_id=data.get("experiment_id"), runs=dict(data.get("runs", {})),
                    models=dict(data.get("models", {})), versions=dict(data.get("versions", {})),
@@ -414,8 +415,9 @@ class OpApplier:
 def _global_tracking_uri(uri: str) -> Iterator[None]:
     """A database registry store resolves a ``models:/<id>`` source through the *global* tracking
     URI: point it at this store for the call, then put back what was there (env var included)."""
-    import mlflow
     from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    import mlflow
 
     previous = getattr(tracking_utils, "_tracking_uri", None)
     previous_env = os.environ.get("MLFLOW_TRACKING_URI")

@@ -5,8 +5,8 @@ return its path. Used by the lineage logger (artifacts) and by notebooks/lineage
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 

@@ -9,7 +9,6 @@ import numpy as np
 
 from backtest.data import OHLCV, PlantedEdge, load, synthetic_market
 from backtest.validation import Split, walk_forward_split
-
 from evolution.config import ConfigError, EvolutionConfig
 
 

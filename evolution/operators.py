@@ -10,7 +10,8 @@ and otherwise replaced by an unchanged copy of the parent.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

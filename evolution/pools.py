@@ -11,7 +11,8 @@ Only entry points call ``ray.init``: ``RayPool`` expects Ray to be initialized.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -68,7 +68,6 @@ def demo_command(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     from backtest.data import DataValidationError
-
     from evolution.config import ConfigError, load_config
     from evolution.runner import plan, plan_resume
 

@@ -37,7 +37,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backtest.metrics import METRIC_NAMES
-
 from evolution.fitness import SUMMARY_NAMES
 
 TRIALS_DIR = "trials"

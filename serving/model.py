@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 
-import mlflow
 import numpy as np
 import pandas as pd
+
+import mlflow
 
 GENOME_ARTIFACT = "genome"
 CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")

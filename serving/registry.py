@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 DEFAULT_MODEL_NAME = "strategy-evolution"
 CANDIDATE, SHADOW, LIVE, RETIRED = "candidate", "shadow", "live", "retired"

@@ -368,7 +368,7 @@ class BinanceStub:
         with self._state.lock:
             self._state.requests.clear()
 
-    def start(self) -> "BinanceStub":
+    def start(self) -> BinanceStub:
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), name="binance-stub", daemon=True)
         self._thread.start()
         return self
@@ -379,7 +379,7 @@ class BinanceStub:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "BinanceStub":
+    def __enter__(self) -> BinanceStub:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -86,13 +86,13 @@ class MlflowServer:
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def sqlite(cls, directory: Path, **kwargs) -> "MlflowServer":
+    def sqlite(cls, directory: Path, **kwargs) -> MlflowServer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         return cls(f"sqlite:///{directory / 'mlflow.db'}", directory / "artifacts", **kwargs)
 
     @classmethod
-    def postgres(cls, directory: Path, **kwargs) -> "MlflowServer":
+    def postgres(cls, directory: Path, **kwargs) -> MlflowServer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         schema = f"mlflow_test_{uuid.uuid4().hex[:12]}"
@@ -115,7 +115,7 @@ class MlflowServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def start(self, timeout: float = 120.0) -> "MlflowServer":
+    def start(self, timeout: float = 120.0) -> MlflowServer:
         if self.running:
             return self
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +178,7 @@ class MlflowServer:
             on_close, self._on_close = self._on_close, None
             on_close()
 
-    def __enter__(self) -> "MlflowServer":
+    def __enter__(self) -> MlflowServer:
         try:
             return self.start()
         except BaseException:

@@ -16,10 +16,10 @@ from backtest.data import (
     load,
     load_csv,
     load_parquet,
+    loaders,
     save_csv,
     save_parquet,
 )
-from backtest.data import loaders
 
 START = 1_704_067_200_000
 MINUTE = 60_000
@@ -97,7 +97,7 @@ def test_headerless_parquet_in_ccxt_order(tmp_path):
 
 def test_named_columns_any_case_any_order_with_extras(tmp_path):
     text = "Close,VOLUME,Open,High,Low,Timestamp,symbol\n" + "".join(
-        f"{c},{v},{o},{h},{l},{t},BTC\n" for t, o, h, l, c, v in ROWS
+        f"{c},{v},{o},{h},{lo},{t},BTC\n" for t, o, h, lo, c, v in ROWS
     )
     assert load(write_text(tmp_path / "named.csv", text)) == OHLCV.from_rows(ROWS)
 
@@ -105,7 +105,7 @@ def test_named_columns_any_case_any_order_with_extras(tmp_path):
 @pytest.mark.parametrize("alias", ["time", "Date", "datetime"])
 def test_timestamp_aliases_with_iso_dates(tmp_path, alias):
     text = f"{alias},open,high,low,close,volume\n" + "".join(
-        f"{pd.Timestamp(t, unit='ms').isoformat()}Z,{o},{h},{l},{c},{v}\n" for t, o, h, l, c, v in ROWS
+        f"{pd.Timestamp(t, unit='ms').isoformat()}Z,{o},{h},{lo},{c},{v}\n" for t, o, h, lo, c, v in ROWS
     )
     assert load(write_text(tmp_path / "dates.csv", text)) == OHLCV.from_rows(ROWS)
 
@@ -125,7 +125,7 @@ def test_parquet_with_datetime_timestamp_column(tmp_path):
 
 def test_seconds_in_a_file_are_detected(tmp_path):
     text = "timestamp,open,high,low,close,volume\n" + "".join(
-        f"{t // 1000},{o},{h},{l},{c},{v}\n" for t, o, h, l, c, v in ROWS
+        f"{t // 1000},{o},{h},{lo},{c},{v}\n" for t, o, h, lo, c, v in ROWS
     )
     path = write_text(tmp_path / "seconds.csv", text)
     with pytest.raises(DataValidationError, match="looks like seconds, multiply by 1000"):

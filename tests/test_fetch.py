@@ -6,6 +6,7 @@ import random
 import ccxt
 import numpy as np
 import pytest
+from binance_stub import DEFAULT_START_MS, HOUR_MS, BinanceStub, make_series
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,7 +27,6 @@ from backtest.data.fetch import (
     parse_retry_after,
     resolve_base_url,
 )
-from binance_stub import DEFAULT_START_MS, HOUR_MS, BinanceStub, make_series
 
 N_BARS = 2500  # three pages of 1000
 

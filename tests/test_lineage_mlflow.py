@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from mlflow import MlflowClient
 from mlflow_server import MlflowServer, dump_store, list_artifacts, postgres_available
 
 from evolution.lineage import LineageLogger, log_run_directory
 from evolution.lineage_data import check_lineage, read_result
 from evolution.lineage_fixture import record_fixture_run, replay_fixture_run
+from mlflow import MlflowClient
 
 EXPERIMENT = "lineage-test"
 MODEL = "strategy-evolution-test"

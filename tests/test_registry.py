@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import json
 
-import mlflow
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 from mlflow_server import MlflowServer
 
+import mlflow
 from backtest import positions
 from backtest.data import PlantedEdge, synthetic_market
 from evolution.lineage import LineageLogger
 from evolution.lineage_fixture import record_fixture_run, replay_fixture_run
+from mlflow import MlflowClient
 from serving.registry import (
     CHAMPION,
     PREVIOUS_CHAMPION,

@@ -264,7 +264,7 @@ class RecentCandles:
         self._fetch = fetch
 
     @classmethod
-    def from_fetcher(cls, cache: CandleCache, fetcher: object, base_url: str | None = None) -> "RecentCandles":
+    def from_fetcher(cls, cache: CandleCache, fetcher: object, base_url: str | None = None) -> RecentCandles:
         def fetch(exchange: str, symbol: str, timeframe: str, n_bars: int) -> OHLCV:
             return fetcher.fetch_recent(exchange, symbol, timeframe, n_bars, base_url=base_url)  # type: ignore[attr-defined]
 

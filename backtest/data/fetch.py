@@ -145,7 +145,7 @@ class FetcherConfig(BaseModel):
     breaker: BreakerConfig = BreakerConfig()
 
     @model_validator(mode="after")
-    def _check(self) -> "FetcherConfig":
+    def _check(self) -> FetcherConfig:
         unknown = set(self.market_types) - {"spot", "linear", "inverse", "option"}
         if unknown:
             raise ValueError(f"market_types: unknown {sorted(unknown)}; use spot, linear, inverse or option")
@@ -549,7 +549,7 @@ class Fetcher:
                     session.close()
             self._handles.clear()
 
-    def __enter__(self) -> "Fetcher":
+    def __enter__(self) -> Fetcher:
         return self
 
     def __exit__(self, *exc: object) -> None:

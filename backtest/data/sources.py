@@ -55,10 +55,10 @@ def to_ms(value: Any, name: str | None = None) -> int:
             ) from None
     if isinstance(value, dt.datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
+            value = value.replace(tzinfo=dt.UTC)
         return int(round(value.timestamp() * 1000))
     if isinstance(value, dt.date):
-        return int(dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
+        return int(dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC).timestamp() * 1000)
     raise ValueError(f"{where}expected a date, got {type(value).__name__} {value!r}")
 
 
@@ -114,7 +114,7 @@ class ExchangeMarket(BaseModel):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _range(self) -> "ExchangeMarket":
+    def _range(self) -> ExchangeMarket:
         if self.until is not None and self.until <= self.since:
             raise ValueError(f"until ({self.until}) must be after since ({self.since})")
         step = interval_ms(self.timeframe)

@@ -9,7 +9,6 @@ import numpy as np
 
 from backtest.validation._checks import MIN_WINDOW_BARS, _fraction, _integer
 
-
 # --------------------------------------------------------------------------- folds
 
 

@@ -1,14 +1,13 @@
 """Probability of backtest overfitting by combinatorially symmetric cross-validation."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Callable
 
 import numpy as np
 
 from backtest.validation._checks import MIN_WINDOW_BARS, _finite_array, _integer
-
 
 # --------------------------------------------------------------------------- PBO / CSCV
 

@@ -8,7 +8,6 @@ from scipy.stats import norm
 
 from backtest.validation._checks import EULER_MASCHERONI, _finite_array, _integer, _moments, _real, _returns_1d
 
-
 # --------------------------------------------------------------------------- PSR / DSR
 
 
