@@ -122,6 +122,66 @@ def _long_drawdown(close, blocks, t0, t1, pos, peak, max_dd):
     return peak, max_dd
 
 
+@njit(inline="always")
+def book_fill(filled, reduced, notional, vb, cash, pos, old_pos, c, notional_sum, trades, closed, wins, gross_win,
+              gross_loss, trade_start):
+    """Trade bookkeeping after an order: turnover, closed trades' P&L, where the open trade
+    started. Returns (notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start)."""
+    if filled:
+        notional_sum += notional
+        if reduced:
+            trades += 1
+            closed += 1
+            if pos == 0.0 or np.sign(pos) == np.sign(old_pos):
+                pnl = cash + pos * c - trade_start  # closed: after exit costs
+            else:
+                pnl = vb - trade_start  # reversed: the old trade ends at market value
+            if pnl > 0.0:
+                wins += 1
+                gross_win += pnl
+            else:
+                gross_loss -= pnl
+            if pos != 0.0:
+                trade_start = vb if np.sign(pos) != np.sign(old_pos) else cash + pos * c
+        elif old_pos == 0.0:
+            trade_start = vb
+    return notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start
+
+
+@njit(inline="always")
+def add_return(value, prev_value, s1, s2, s3, s4, down2, peak, max_dd):
+    """Account one bar's value: return moments, downside, running peak and max drawdown.
+    Returns (prev_value, s1, s2, s3, s4, down2, peak, max_dd)."""
+    if value != prev_value:
+        ret = value / prev_value - 1.0
+        r2 = ret * ret
+        s1 += ret
+        s2 += r2
+        s3 += r2 * ret
+        s4 += r2 * r2
+        neg = min(ret, 0.0)  # branch-free: the sign of a return is a coin flip
+        down2 += neg * neg
+        prev_value = value
+        if value > peak:
+            peak = value
+        else:
+            d = 1.0 - value / peak
+            if d > max_dd:
+                max_dd = d
+    return prev_value, s1, s2, s3, s4, down2, peak, max_dd
+
+
+@njit(inline="always")
+def add_bucket(buckets, t, value, seg_value, end, bucket_bars, bucket_origin):
+    """Close the return bucket that ends at bar t (or at the fold's end); returns seg_value."""
+    if (t + 1 - bucket_origin) % bucket_bars == 0 or t == end - 1:
+        bk = (t - bucket_origin) // bucket_bars
+        if bk >= 0 and bk < buckets.shape[0]:
+            buckets[bk] *= value / seg_value
+        return value
+    return seg_value
+
+
 @njit(cache=True)
 def simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, start, end, direction, fees, slippage, init_cash,
                             sl_arg, tp_arg, acc, buckets, bucket_bars, bucket_origin, positions):
@@ -166,14 +226,8 @@ def simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, ex
                 if want_positions:
                     positions[t:nxt] = 0
                 if want_buckets:
-                    b = t
-                    while b < nxt:  # boundaries inside the stretch: constant value
-                        if (b + 1 - bucket_origin) % bucket_bars == 0 or b == end - 1:
-                            bk = (b - bucket_origin) // bucket_bars
-                            if bk >= 0 and bk < buckets.shape[0]:
-                                buckets[bk] *= cash / seg_value
-                            seg_value = cash
-                        b += 1
+                    for b in range(t, nxt):  # constant value
+                        seg_value = add_bucket(buckets, b, cash, seg_value, end, bucket_bars, bucket_origin)
             elif pos > 0.0 and cash == 0.0:
                 s1 += prefix[0, nxt] - prefix[0, t]
                 s2 += prefix[1, nxt] - prefix[1, t]
@@ -187,43 +241,19 @@ def simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, ex
                 if want_positions:
                     positions[t:nxt] = 1
                 if want_buckets:
-                    b = t
-                    while b < nxt:
-                        if (b + 1 - bucket_origin) % bucket_bars == 0 or b == end - 1:
-                            bk = (b - bucket_origin) // bucket_bars
-                            v = pos * close[b]
-                            if bk >= 0 and bk < buckets.shape[0]:
-                                buckets[bk] *= v / seg_value
-                            seg_value = v
-                        b += 1
+                    for b in range(t, nxt):
+                        seg_value = add_bucket(buckets, b, pos * close[b], seg_value, end, bucket_bars, bucket_origin)
             else:
                 for b in range(t, nxt):  # a short (or part-cash) book: bar by bar
                     value = cash + pos * close[b]
                     exposed += 1
                     value_sum += value
-                    if value != prev_value:
-                        ret = value / prev_value - 1.0
-                        r2 = ret * ret
-                        s1 += ret
-                        s2 += r2
-                        s3 += r2 * ret
-                        s4 += r2 * r2
-                        neg = min(ret, 0.0)
-                        down2 += neg * neg
-                        prev_value = value
-                        if value > peak:
-                            peak = value
-                        else:
-                            d = 1.0 - value / peak
-                            if d > max_dd:
-                                max_dd = d
+                    prev_value, s1, s2, s3, s4, down2, peak, max_dd = add_return(
+                        value, prev_value, s1, s2, s3, s4, down2, peak, max_dd)
                     if want_positions:
                         positions[b] = 1 if pos > 0.0 else -1
-                    if want_buckets and ((b + 1 - bucket_origin) % bucket_bars == 0 or b == end - 1):
-                        bk = (b - bucket_origin) // bucket_bars
-                        if bk >= 0 and bk < buckets.shape[0]:
-                            buckets[bk] *= value / seg_value
-                        seg_value = value
+                    if want_buckets:
+                        seg_value = add_bucket(buckets, b, value, seg_value, end, bucket_bars, bucket_origin)
         if nxt >= end:
             break
         # ---- the event bar
@@ -232,53 +262,21 @@ def simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, ex
         old_pos = pos
         cash, pos, debt, free, lower, upper, filled, reduced, notional, vb = _bar(
             cash, pos, debt, free, lower, upper, entry[t], exit_[t], c, direction, fees, slippage, sl_arg, tp_arg)
-        if filled:
-            notional_sum += notional
-            if reduced:
-                trades += 1
-                closed += 1
-                if pos == 0.0 or np.sign(pos) == np.sign(old_pos):
-                    pnl = cash + pos * c - trade_start  # closed: after exit costs
-                else:
-                    pnl = vb - trade_start  # reversed: the old trade ends at market value
-                if pnl > 0.0:
-                    wins += 1
-                    gross_win += pnl
-                else:
-                    gross_loss -= pnl
-                if pos != 0.0:
-                    trade_start = vb if np.sign(pos) != np.sign(old_pos) else cash + pos * c
-            elif old_pos == 0.0:
-                trade_start = vb
+        notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start = book_fill(
+            filled, reduced, notional, vb, cash, pos, old_pos, c, notional_sum, trades, closed, wins, gross_win,
+            gross_loss, trade_start)
         if pos != 0.0:
             exposed += 1
             value = cash + pos * c
         else:
             value = cash
         value_sum += value
-        if value != prev_value:
-            ret = value / prev_value - 1.0
-            r2 = ret * ret
-            s1 += ret
-            s2 += r2
-            s3 += r2 * ret
-            s4 += r2 * r2
-            neg = min(ret, 0.0)
-            down2 += neg * neg
-            prev_value = value
-            if value > peak:
-                peak = value
-            else:
-                d = 1.0 - value / peak
-                if d > max_dd:
-                    max_dd = d
+        prev_value, s1, s2, s3, s4, down2, peak, max_dd = add_return(
+            value, prev_value, s1, s2, s3, s4, down2, peak, max_dd)
         if want_positions:
             positions[t] = 1 if pos > 0.0 else (-1 if pos < 0.0 else 0)
-        if want_buckets and ((t + 1 - bucket_origin) % bucket_bars == 0 or t == end - 1):
-            bk = (t - bucket_origin) // bucket_bars
-            if bk >= 0 and bk < buckets.shape[0]:
-                buckets[bk] *= value / seg_value
-            seg_value = value
+        if want_buckets:
+            seg_value = add_bucket(buckets, t, value, seg_value, end, bucket_bars, bucket_origin)
         t += 1
     if pos != 0.0:
         trades += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from backtest.events import simulate_fold_events_nb
+from backtest.events import add_bucket, add_return, book_fill, simulate_fold_events_nb
 from backtest.kernels import (
     M_CAGR,
     M_CALMAR,
@@ -76,6 +76,17 @@ def _combine(buf, t, s, first, use_and):
 
 
 @njit(inline="always")
+def _cross_step(x, y, armed, was_below):
+    """One bar of vectorbt's crossed_above (wait=0), branch-free: NaN resets; x > y fires
+    once after a bar with x < y (equal bars re-arm it). Returns (signal, armed, was_below)."""
+    gt = x > y
+    lt = x < y
+    valid = gt | lt | (x == y)
+    fire = gt & was_below
+    return fire & armed, ~fire, valid & (was_below | lt)
+
+
+@njit(inline="always")
 def _cross_loop(a, b, n, first, use_and, buf):
     """a crosses above b, combined into buf: vectorbt's crossed_above_1d_nb (wait=0).
 
@@ -85,15 +96,7 @@ def _cross_loop(a, b, n, first, use_and, buf):
     armed = True
     was_below = False
     for t in range(n):
-        x = a[t]
-        y = b[t]
-        gt = x > y
-        lt = x < y
-        valid = gt | lt | (x == y)
-        fire = gt & was_below
-        s = fire & armed
-        armed = ~fire
-        was_below = valid & (was_below | lt)
+        s, armed, was_below = _cross_step(a[t], b[t], armed, was_below)
         _combine(buf, t, s, first, use_and)
 
 
@@ -147,17 +150,8 @@ def cross_pair_nb(a, b, n, up, down):
     for t in range(n):
         x = a[t]
         y = b[t]
-        gt = x > y
-        lt = x < y
-        valid = gt | lt | (x == y)
-        fu = gt & below_u
-        up[t] = fu & armed_u
-        armed_u = ~fu
-        below_u = valid & (below_u | lt)
-        fd = lt & above_d
-        down[t] = fd & armed_d
-        armed_d = ~fd
-        above_d = valid & (above_d | gt)
+        up[t], armed_u, below_u = _cross_step(x, y, armed_u, below_u)
+        down[t], armed_d, above_d = _cross_step(y, x, armed_d, above_d)
 
 
 @njit(inline="always")
@@ -224,7 +218,6 @@ def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage,
     prev_value = init_cash
     peak = init_cash
     max_dd = 0.0
-    keep = 1.0
     s1 = 0.0
     s2 = 0.0
     s3 = 0.0
@@ -251,24 +244,9 @@ def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage,
             old_pos = pos
             cash, pos, debt, free, lower, upper, filled, reduced, notional, vb = _bar(
                 cash, pos, debt, free, lower, upper, e, x, c, direction, fees, slippage, sl_arg, tp_arg)
-            if filled:
-                notional_sum += notional
-                if reduced:
-                    trades += 1
-                    closed += 1
-                    if pos == 0.0 or np.sign(pos) == np.sign(old_pos):
-                        pnl = cash + pos * c - trade_start  # closed: after exit costs
-                    else:
-                        pnl = vb - trade_start  # reversed: the old trade ends at market value
-                    if pnl > 0.0:
-                        wins += 1
-                        gross_win += pnl
-                    else:
-                        gross_loss -= pnl
-                    if pos != 0.0:
-                        trade_start = vb if np.sign(pos) != np.sign(old_pos) else cash + pos * c
-                elif old_pos == 0.0:
-                    trade_start = vb
+            notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start = book_fill(
+                filled, reduced, notional, vb, cash, pos, old_pos, c, notional_sum, trades, closed, wins,
+                gross_win, gross_loss, trade_start)
         if want_positions:
             positions[t] = 1 if pos > 0.0 else (-1 if pos < 0.0 else 0)
         if pos != 0.0:
@@ -277,26 +255,10 @@ def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage,
         else:
             value = cash
         value_sum += value
-        if value != prev_value:
-            ret = value / prev_value - 1.0
-            r2 = ret * ret
-            s1 += ret
-            s2 += r2
-            s3 += r2 * ret
-            s4 += r2 * r2
-            neg = min(ret, 0.0)  # branch-free: the sign of a return is a coin flip
-            down2 += neg * neg
-            prev_value = value
-            peak = max(peak, value)
-            if value < peak * keep:  # a deeper drawdown (rare): only then divide
-                max_dd = 1.0 - value / peak
-                keep = 1.0 - max_dd
+        prev_value, s1, s2, s3, s4, down2, peak, max_dd = add_return(
+            value, prev_value, s1, s2, s3, s4, down2, peak, max_dd)
         if want_buckets:
-            if (t + 1 - bucket_origin) % bucket_bars == 0 or t == end - 1:
-                bk = (t - bucket_origin) // bucket_bars
-                if bk >= 0 and bk < buckets.shape[0]:
-                    buckets[bk] *= value / seg_value
-                seg_value = value
+            seg_value = add_bucket(buckets, t, value, seg_value, end, bucket_bars, bucket_origin)
     if pos != 0.0:
         trades += 1
     acc = np.array([s1, s2, s3, s4, down2, max_dd, value_sum, float(exposed), notional_sum, float(trades),
