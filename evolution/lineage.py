@@ -119,15 +119,24 @@ class LineageReport:
 
 
 class _Sender:
-    """Applies operations in order on a background thread; spools them once anything fails."""
+    """Applies operations in order on a background thread; spools them once anything fails.
 
-    def __init__(self, applier: OpApplier, spool: Spool, asynchronous: bool, retries: int, timeout_s: int):
+    ``submit_parallel`` hands over independent groups of operations (one hall-of-fame
+    strategy each): they go out on up to ``workers`` threads, each group in its own order,
+    and everything queued after them waits until all are through. Once any operation fails,
+    that operation and every later one (of any group) is spooled instead of sent.
+    """
+
+    def __init__(self, applier: OpApplier, spool: Spool, asynchronous: bool, retries: int, timeout_s: int,
+                 workers: int = 4):
         self.applier = applier
         self.spool = spool
         self.spooling = spool.exists() and spool.pending() > 0
         self.error: str | None = None
-        self.seconds: dict[str, float] = {}  # time spent sending, per operation kind
+        self.seconds: dict[str, float] = {}  # time spent sending, per operation kind (summed over threads)
         self.retries, self.timeout_s = retries, timeout_s
+        self.workers = max(1, int(workers))
+        self._lock = threading.Lock()
         self._queue: queue.Queue | None = queue.Queue() if asynchronous else None
         self._thread: threading.Thread | None = None
         if self._queue is not None:
@@ -140,6 +149,18 @@ class _Sender:
         else:
             self._queue.put(op)
 
+    def submit_parallel(self, groups: list[list[dict]]) -> None:
+        groups = [group for group in groups if group]
+        if self._queue is None:
+            self._deliver_groups(groups)
+        else:
+            self._queue.put(("parallel", groups))
+
+    def warm(self, task) -> None:
+        """Run ``task()`` on the sender thread when it is idle: preparation, never spooled, errors ignored."""
+        if self._queue is not None:
+            self._queue.put(task)
+
     def close(self) -> None:
         if self._queue is not None and self._thread is not None:
             self._queue.put(None)
@@ -151,26 +172,62 @@ class _Sender:
             op = self._queue.get()
             if op is None:
                 return
+            if callable(op):
+                try:
+                    op()
+                except Exception as error:  # only preparation: the operations that need it redo it
+                    log.debug("lineage warm-up failed: %s", error)
+                continue
+            if isinstance(op, tuple):
+                self._deliver_groups(op[1])
+                continue
             self._deliver(op)
 
-    def _deliver(self, op: dict) -> None:
+    def _deliver_groups(self, groups: list[list[dict]]) -> None:
+        if self.spooling or self.workers == 1 or len(groups) < 2:
+            for group in groups:
+                for op in group:
+                    self._deliver(op)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run(group: list[dict]) -> None:
+            for op in group:
+                self._deliver(op, bounded=False)
+
+        # MLflow reads its retry settings from the environment: set them once around all threads
+        with fail_fast(self.retries, self.timeout_s), \
+                ThreadPoolExecutor(min(self.workers, len(groups)), thread_name_prefix="lineage-send") as pool:
+            for future in [pool.submit(run, group) for group in groups]:
+                future.result()
+
+    def _deliver(self, op: dict, bounded: bool = True) -> None:
         if not self.spooling:
             started = time.perf_counter()
             try:
-                with fail_fast(self.retries, self.timeout_s):
+                if bounded:
+                    with fail_fast(self.retries, self.timeout_s):
+                        self.applier.apply(op)
+                else:
                     self.applier.apply(op)
-                self.seconds[op["op"]] = self.seconds.get(op["op"], 0.0) + time.perf_counter() - started
+                with self._lock:
+                    self.seconds[op["op"]] = self.seconds.get(op["op"], 0.0) + time.perf_counter() - started
                 return
             except Exception as error:  # the run goes on: everything from here on is spooled
-                self.spooling = True
-                self.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                log.warning("MLflow tracking at %s failed (%s); spooling lineage to %s; send it later with "
-                            "`evolve sync %s`", self.applier.state.tracking_uri, self.error, self.spool.dir,
-                            self.spool.run_dir)
-                state = self.applier.state
-                state.applied = len(self.spool.read_ops())
-                self.spool.save_state(state)
-        self.spool.append(op)
+                with self._lock:
+                    if not self.spooling:
+                        self.spooling = True
+                        self.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                        log.warning("MLflow tracking at %s failed (%s); spooling lineage to %s; send it later "
+                                    "with `evolve sync %s`", self.applier.state.tracking_uri, self.error,
+                                    self.spool.dir, self.spool.run_dir)
+                        state = self.applier.state
+                        state.applied = len(self.spool.read_ops())
+                        self.spool.save_state(state)
+                    self.spool.append(op)
+                return
+        with self._lock:
+            self.spool.append(op)
 
 
 class LineageLogger:
@@ -188,6 +245,7 @@ class LineageLogger:
         http_timeout_s: int = 10,
         model_code: str | Path | None = None,
         flush_interval_s: float = 5.0,
+        send_workers: int = 4,
     ):
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.experiment = experiment
@@ -202,6 +260,7 @@ class LineageLogger:
         self._sender: _Sender | None = None
         self._generation_rows: list[dict] = []
         self.flush_interval_s = flush_interval_s
+        self.send_workers = send_workers
         self._pending_metrics: list[list] = []
         self._last_flush = 0.0
 
@@ -224,7 +283,8 @@ class LineageLogger:
         state = (spool.load_state() if spool.exists()
                  else SyncState(tracking_uri=self.tracking_uri, experiment_name=self.experiment))
         applier = OpApplier(MlflowClient(self.tracking_uri), state, self.run_dir, self.model_code)
-        self._sender = _Sender(applier, spool, self.asynchronous, self.http_retries, self.http_timeout_s)
+        self._sender = _Sender(applier, spool, self.asynchronous, self.http_retries, self.http_timeout_s,
+                              workers=self.send_workers)
         all_tags = {"run_id": self.run_key}
         if seed is not None:
             all_tags["seed"] = seed
@@ -241,6 +301,9 @@ class LineageLogger:
         params = flatten_config(config)
         if params:
             self._send({"op": "log_batch", "run": self.run_key, "params": params, "time": at})
+        # while the search runs: the pyfunc model template and matplotlib, so finish() only sends
+        self._sender.warm(lambda: applier.prepare(list(MODEL_PIP_REQUIREMENTS)))
+        self._sender.warm(_import_plotting)
         return self.run_key
 
     def log_generation(self, generation: int, per_island_stats: Iterable[Mapping[str, Any]],
@@ -297,9 +360,7 @@ class LineageLogger:
         at = at_ms if at_ms is not None else now_ms()
         self._flush(at)
         try:
-            if market is not None:
-                write_equity_curves(run_dir, market, top=self.lineage_top)
-            lineage = self._log_results(run_dir, at)
+            lineage = self._log_results(run_dir, at, market)
         except BaseException:
             status = "FAILED"
             raise
@@ -317,7 +378,14 @@ class LineageLogger:
     def _send(self, op: dict) -> None:
         self._sender.submit(op)
 
-    def _log_results(self, run_dir: Path, at: int) -> data.Lineage | None:
+    def _log_results(self, run_dir: Path, at: int, market: Any = None) -> data.Lineage | None:
+        """Queue the run's summary, its hall-of-fame strategies and artifacts; draw the pictures meanwhile.
+
+        Order on the wire: summary metrics; the hall-of-fame strategies side by side (nested
+        run, scores, genome, logged model), sent while this thread writes the equity curves,
+        the lineage and the plots; then the run's artifacts side by side with the model
+        registrations, which go one by one in hall-of-fame order (stable version numbers).
+        """
         result = data.read_result(run_dir)
         columns = data.trial_log_columns(run_dir)
         trials = data.read_trials(run_dir, list(data.LINEAGE_COLUMNS) + [c for c in data.FITNESS_CANDIDATES
@@ -326,6 +394,25 @@ class LineageLogger:
         hof_ids = data.hall_of_fame_ids(result)
         nodes = data.first_appearances(trials)
         full = data.ancestry(hof_ids, nodes)
+
+        key = self.run_key
+        metrics = [["n_trials", float(result.get("n_trials", len(nodes))), at, 0],
+                   ["n_promoted", float(len(result.get("promoted", []))), at, 0],
+                   ["hall_of_fame_size", float(len(hof)), at, 0]]
+        self._send({"op": "log_batch", "run": key, "metrics": metrics, "time": at,
+                    "tags": {"lineage_complete": str(full.complete).lower(),
+                             "promoted": json.dumps(result.get("promoted", []))}})
+        promoted = set(result.get("promoted", []))
+        groups, registrations = [], []
+        for rank, entry in enumerate(hof):
+            ops, register = self._strategy_ops(entry, rank, entry["strategy_id"] in promoted, nodes, result, at)
+            groups.append(ops)
+            if register is not None:
+                registrations.append(register)
+        self._sender.submit_parallel(groups)
+
+        if market is not None:
+            write_equity_curves(run_dir, market, top=self.lineage_top)
         shown = data.ancestry(hof_ids[: self.lineage_top], nodes)
         out = run_dir / LINEAGE_DIR
         out.mkdir(parents=True, exist_ok=True)
@@ -338,28 +425,20 @@ class LineageLogger:
         plot_fitness(stats, out / "fitness.png")
         plot_lineage(shown, hof_ids[: self.lineage_top], out / "lineage.png")
 
-        key = self.run_key
-        metrics = [["n_trials", float(result.get("n_trials", len(nodes))), at, 0],
-                   ["n_promoted", float(len(result.get("promoted", []))), at, 0],
-                   ["hall_of_fame_size", float(len(hof)), at, 0]]
-        self._send({"op": "log_batch", "run": key, "metrics": metrics, "time": at,
-                    "tags": {"lineage_complete": str(full.complete).lower(),
-                             "promoted": json.dumps(result.get("promoted", []))}})
-        self._send({"op": "log_artifact", "run": key, "path": data.RESULT_FILE, "artifact_path": None, "time": at})
+        artifacts = [{"op": "log_artifact", "run": key, "path": data.RESULT_FILE, "artifact_path": None, "time": at}]
         for path in data.trial_log_paths(run_dir):
             relative = path.relative_to(run_dir)
             artifact_path = "trial_log" if len(relative.parts) == 1 else str(Path("trial_log", *relative.parts[1:-1]))
-            self._send({"op": "log_artifact", "run": key, "path": str(relative), "artifact_path": artifact_path,
-                        "time": at})
-        self._send({"op": "log_artifact", "run": key, "path": LINEAGE_DIR, "artifact_path": LINEAGE_DIR, "time": at})
-
-        promoted = set(result.get("promoted", []))
-        for rank, entry in enumerate(hof):
-            self._log_strategy(entry, rank, entry["strategy_id"] in promoted, nodes, result, at)
+            artifacts.append({"op": "log_artifact", "run": key, "path": str(relative), "artifact_path": artifact_path,
+                              "time": at})
+        artifacts.append({"op": "log_artifact", "run": key, "path": LINEAGE_DIR, "artifact_path": LINEAGE_DIR,
+                          "time": at})
+        self._sender.submit_parallel([artifacts, registrations])
         return full
 
-    def _log_strategy(self, entry: Mapping, rank: int, promoted: bool, nodes: Mapping[str, data.Node],
-                      result: Mapping, at: int) -> None:
+    def _strategy_ops(self, entry: Mapping, rank: int, promoted: bool, nodes: Mapping[str, data.Node],
+                      result: Mapping, at: int) -> tuple[list[dict], dict | None]:
+        """The nested run of one hall-of-fame strategy (and its logged model), and its registration."""
         sid = str(entry["strategy_id"])
         node = nodes.get(sid)
         key = f"{self.run_key}/{sid}"
@@ -374,8 +453,8 @@ class LineageLogger:
             "promoted": str(promoted).lower(),
             "run_id": self.run_key,
         }
-        self._send({"op": "start_run", "key": key, "parent": self.run_key, "run_name": f"hof-{rank:02d}-{sid}",
-                    "tags": {k: str(v) for k, v in tags.items()}, "time": at})
+        ops = [{"op": "start_run", "key": key, "parent": self.run_key, "run_name": f"hof-{rank:02d}-{sid}",
+                "tags": {k: str(v) for k, v in tags.items()}, "time": at}]
         metrics = []
         for block in METRIC_BLOCKS:
             for name, value in (entry.get("metrics", {}).get(block) or {}).items():
@@ -385,18 +464,20 @@ class LineageLogger:
             value = entry.get(name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value)):
                 metrics.append([name, float(value), at, 0])
-        self._send({"op": "log_batch", "run": key, "metrics": metrics, "time": at})
-        self._send({"op": "log_dict", "run": key, "data": entry.get("genome"), "artifact_file": "genome.json",
+        ops.append({"op": "log_batch", "run": key, "metrics": metrics, "time": at})
+        ops.append({"op": "log_dict", "run": key, "data": entry.get("genome"), "artifact_file": "genome.json",
                     "time": at})
+        register = None
         if promoted:
-            self._send({"op": "log_model", "run": key, "model": sid, "strategy_id": sid, "genome": entry["genome"],
+            ops.append({"op": "log_model", "run": key, "model": sid, "strategy_id": sid, "genome": entry["genome"],
                         "name": "model", "pip_requirements": list(MODEL_PIP_REQUIREMENTS), "time": at})
-            self._send({"op": "register_model", "run": key, "model": sid, "strategy_id": sid,
+            register = {"op": "register_model", "run": key, "model": sid, "strategy_id": sid,
                         "name": self.registered_model, "time": at,
                         "tags": {"strategy_id": sid, "run_id": self.run_key,
                                  "config_id": str(result.get("config_id", "")),
-                                 "hall_of_fame_rank": str(rank)}})
-        self._send({"op": "end_run", "run": key, "status": "FINISHED", "time": at})
+                                 "hall_of_fame_rank": str(rank)}}
+        ops.append({"op": "end_run", "run": key, "status": "FINISHED", "time": at})
+        return ops, register
 
     def _report(self, run_dir: Path, lineage: data.Lineage | None) -> LineageReport:
         sender = self._sender
@@ -415,6 +496,12 @@ class LineageLogger:
             nested_runs={k.split("/", 1)[1]: v for k, v in state.runs.items() if "/" in k and not sender.spooling},
             send_seconds=dict(sender.seconds),
         )
+
+
+def _import_plotting() -> None:
+    from evolution.lineage_plots import _pyplot
+
+    _pyplot()
 
 
 def run_folds(result: Mapping, n_bars: int) -> tuple[list[list[int]], list[int]]:

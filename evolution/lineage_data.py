@@ -275,9 +275,14 @@ def island_stats(run_dir: str | Path, generation: int, seconds: float | None = N
     strategies per row), evaluations and, given the generation's wall ``seconds``,
     evaluations_per_second.
     """
+    import pyarrow.parquet as pq
+
     path = Path(run_dir) / TRIALS_DIR / f"generation-{int(generation):05d}.parquet"
-    frame = pd.read_parquet(path)
-    column = pick_fitness_column(frame.columns, fitness_column)
+    names = pq.read_schema(path).names
+    column = pick_fitness_column(names, fitness_column)
+    # only what the statistics need: the part also holds every trial's return series
+    wanted = [c for c in (GENERATION, ISLAND, STRATEGY_ID, EVALUATED, column) if c is not None and c in names]
+    frame = pd.read_parquet(path, columns=wanted)
     evaluated = frame[EVALUATED].fillna(True).to_numpy(dtype=bool) if EVALUATED in frame.columns \
         else np.ones(len(frame), dtype=bool)
     stats = generation_stats(frame, column).set_index(ISLAND) if column else None

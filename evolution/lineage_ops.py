@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -207,6 +208,41 @@ class OpApplier:
         self._prefetched: set[str] = set()
         self._registered: set[str] = set()
         self._existing_versions: dict[str, str] = {}
+        # Requests saved per operation: artifact repositories come from the ids' artifact
+        # locations known at creation (no get_run / get_logged_model before each upload), and
+        # a run created here cannot already hold a logged model (no search before log_model).
+        self._repos: dict[str, Any] = {}
+        self._created_runs: set[str] = set()
+        self._lock = threading.RLock()  # the logger sends hall-of-fame strategies from several threads
+
+    # ---------------------------------------------------------------- warm-up
+
+    def prepare(self, pip_requirements: list[str] | None = None, genome: dict | None = None) -> None:
+        """Build the pyfunc model template ahead of time (about half a second), e.g. while the search runs."""
+        import mlflow
+
+        if genome is None:
+            from backtest.strategy import sma_crossover_genome
+
+            genome = sma_crossover_genome(10, 40)
+        self._template({"genome": genome, "pip_requirements": pip_requirements}, mlflow)
+
+    def _registry(self):
+        """The registry client without the tracking client's "is this a prompt?" read before every call."""
+        get = getattr(self.client, "_get_registry_client", None)
+        return get() if get is not None else self.client
+
+    def _repo(self, resource_id: str, artifact_uri: str | None = None):
+        """Artifact repository of a run or logged model, cached; ``artifact_uri`` when already known."""
+        repo = self._repos.get(resource_id)
+        if repo is None:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            if artifact_uri is None:
+                artifact_uri = self.client.get_run(resource_id).info.artifact_uri
+            repo = self._repos[resource_id] = get_artifact_repository(artifact_uri,
+                                                                      tracking_uri=self.state.tracking_uri)
+        return repo
 
     # ---------------------------------------------------------------- helpers
 
@@ -245,9 +281,16 @@ class OpApplier:
         getattr(self, "_op_" + op["op"])(op)
 
     def _prefetch_runs(self, key: str) -> None:
-        """One search for the evolution run and all its nested runs (they carry ``run_id`` = key)."""
-        if key in self._prefetched:
-            return
+        """One search for the evolution run and all its nested runs (they carry ``run_id`` = key).
+
+        Not needed when this applier created the evolution run: then none of them can exist yet.
+        """
+        with self._lock:
+            if key in self._prefetched or self.state.runs.get(key) in self._created_runs:
+                return
+            self._prefetch_runs_locked(key)
+
+    def _prefetch_runs_locked(self, key: str) -> None:
         escaped = key.replace("'", "\\'")
         for run in self.client.search_runs([self.experiment_id()], filter_string=f"tags.run_id = '{escaped}'",
                                            max_results=5000):
@@ -278,6 +321,8 @@ class OpApplier:
         run = self.client.create_run(self.experiment_id(), start_time=op["time"], tags=tags,
                                      run_name=op.get("run_name"))
         self.state.runs[key] = run.info.run_id
+        self._created_runs.add(run.info.run_id)
+        self._repo(run.info.run_id, run.info.artifact_uri)
 
     def _op_log_batch(self, op: dict) -> None:
         from mlflow.entities import Metric, Param, RunTag
@@ -299,12 +344,20 @@ class OpApplier:
         if not path.exists():
             raise FileNotFoundError(f"{path}: the artifact to log is gone from the run directory")
         if path.is_dir():
-            self.client.log_artifacts(run_id, str(path), op.get("artifact_path"))
+            self._repo(run_id).log_artifacts(str(path), op.get("artifact_path"))
         else:
-            self.client.log_artifact(run_id, str(path), op.get("artifact_path"))
+            self._repo(run_id).log_artifact(str(path), op.get("artifact_path"))
 
     def _op_log_dict(self, op: dict) -> None:
-        self.client.log_dict(self.run_id(op["run"]), op["data"], op["artifact_file"])
+        """As ``MlflowClient.log_dict`` writes a ``.json`` artifact (indent 2), through the cached repository."""
+        run_id = self.run_id(op["run"])
+        artifact_file = Path(op["artifact_file"])
+        with tempfile.TemporaryDirectory(prefix="lineage-dict-") as tmp:
+            local = Path(tmp) / artifact_file.name
+            with open(local, "w", encoding="utf-8") as handle:
+                json.dump(op["data"], handle, indent=2, default=str)
+            parent = artifact_file.parent.as_posix()
+            self._repo(run_id).log_artifact(str(local), None if parent in ("", ".") else parent)
 
     def _op_log_model(self, op: dict) -> None:
         """A models-from-code pyfunc model of one genome, as an MLflow 3 logged model of the run."""
@@ -316,12 +369,13 @@ class OpApplier:
         run_id = self.run_id(op["run"])
         experiment_id = self.experiment_id()
         name = op.get("name", MODEL_ARTIFACT)
-        found = self.client.search_logged_models(
-            [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'", max_results=5)
-        ready = [m for m in found if str(getattr(m.status, "value", m.status)) == "READY"]
-        if ready:
-            self.state.models[model_key] = ready[0].model_id
-            return
+        if run_id not in self._created_runs:  # a replay: the model may have gone through before
+            found = self.client.search_logged_models(
+                [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'", max_results=5)
+            ready = [m for m in found if str(getattr(m.status, "value", m.status)) == "READY"]
+            if ready:
+                self.state.models[model_key] = ready[0].model_id
+                return
         template = self._template(op, mlflow)
         logged = self.client.create_logged_model(experiment_id, name=name, source_run_id=run_id,
                                                  tags={STRATEGY_ID_TAG: op["strategy_id"]}, model_type="strategy")
@@ -334,12 +388,16 @@ class OpApplier:
             meta.model_uuid = uuid.uuid4().hex
             meta.model_id = logged.model_id
             meta.save(str(model_dir / "MLmodel"))
-            self.client.log_model_artifacts(logged.model_id, str(model_dir))
+            self._repo(logged.model_id, logged.artifact_location).log_artifacts(str(model_dir))
         self.client.finalize_logged_model(logged.model_id, "READY")
         self.state.models[model_key] = logged.model_id
 
     def _template(self, op: dict, mlflow) -> Path:
         """The pyfunc model saved once (signature, input example, code); each strategy swaps its genome in."""
+        with self._lock:
+            return self._template_locked(op, mlflow)
+
+    def _template_locked(self, op: dict, mlflow) -> Path:
         if self._model_template is None:
             if self._model_helpers is None:
                 self._model_helpers = _model_signature_and_example(self.model_code)
@@ -397,12 +455,12 @@ class OpApplier:
             version = existing[0]
         else:
             with _global_tracking_uri(self.state.tracking_uri):
-                version = self.client.create_model_version(
+                version = self._registry().create_model_version(
                     name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id,
                     await_creation_for=0,
                 ).version
         # setting the same event tag twice writes the same value: idempotent without a read
-        self.client.set_registered_model_tag(name, stage_event_key(at, version), json.dumps(
+        self._registry().set_registered_model_tag(name, stage_event_key(at, version), json.dumps(
             {"version": str(version), "stage": CANDIDATE, "at": at, "reason": "registered",
              STRATEGY_ID_TAG: op["strategy_id"]}, sort_keys=True))
         self.state.versions[model_key] = str(version)

@@ -69,10 +69,14 @@ def lineage_layout(lineage: Lineage) -> dict[str, tuple[float, float]]:
 
 def plot_lineage(lineage: Lineage, highlight: Iterable[str] = (), path: str | Path | None = None, ax=None,
                  label_limit: int = 40):
-    """The lineage graph: an arrow from each parent to its child, styled by operator.
+    """The lineage graph: a line from each parent to its child (left to right in generations), styled by operator.
 
-    Nodes are coloured by island; ``highlight`` (the hall of fame) are drawn as stars.
+    Nodes are coloured by island; ``highlight`` (the hall of fame) are drawn as stars. One
+    line collection per operator and one scatter per island and kind keep the drawing cheap
+    for hundreds of ancestors.
     """
+    from matplotlib.collections import LineCollection
+
     plt = _pyplot()
     own = ax is None
     if own:
@@ -81,20 +85,26 @@ def plot_lineage(lineage: Lineage, highlight: Iterable[str] = (), path: str | Pa
         fig, ax = plt.subplots(figsize=(10, height), dpi=100)
     pos = lineage_layout(lineage)
     cmap = plt.get_cmap("tab10")
+    segments: dict[str, list] = {}
     for parent, child in lineage.edges():
-        (x0, y0), (x1, y1) = pos[parent], pos[child]
         style = OPERATOR_STYLES.get(lineage.nodes[child].operator, "-")
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops={"arrowstyle": "->", "ls": style, "color": "0.55", "lw": 0.8})
+        segments.setdefault(style, []).append([pos[parent], pos[child]])
+    for style, lines in segments.items():
+        ax.add_collection(LineCollection(lines, linestyles=style, colors="0.55", linewidths=0.8, zorder=1))
     highlight = set(highlight)
+    groups: dict[tuple[int, bool], list] = {}
     for sid, node in lineage.nodes.items():
-        x, y = pos[sid]
         star = sid in highlight
-        ax.scatter([x], [y], s=140 if star else 40, marker="*" if star else "o", color=cmap(node.island % 10),
-                   edgecolors="black" if star else "none", zorder=3)
+        groups.setdefault((node.island, star), []).append(pos[sid])
         if star or len(lineage.nodes) <= label_limit:
-            ax.annotate(f"{sid[:8]}\n{node.operator}", (x, y), textcoords="offset points", xytext=(5, 4),
-                        fontsize=6)
+            x, y = pos[sid]
+            ax.text(x, y, f" {sid[:8]}\n {node.operator}", fontsize=6, va="bottom", ha="left")
+    for (island, star), points in sorted(groups.items()):
+        xs, ys = zip(*points)
+        ax.scatter(xs, ys, s=140 if star else 40, marker="*" if star else "o", color=cmap(island % 10),
+                   edgecolors="black" if star else "none", zorder=3)
+    if pos:
+        ax.autoscale_view()
     islands = sorted({n.island for n in lineage.nodes.values()})
     for island in islands:
         ax.scatter([], [], color=cmap(island % 10), label=f"island {island}")

@@ -8,7 +8,7 @@ from mlflow_server import MlflowServer, dump_store
 from evolution.cli import main
 from evolution.lineage import LineageLogger
 from evolution.lineage_fixture import record_fixture_run, replay_fixture_run
-from evolution.lineage_ops import Spool
+from evolution.lineage_ops import OpApplier, Spool
 from serving.registry import ModelRegistry
 
 EXPERIMENT = "outage-test"
@@ -46,14 +46,28 @@ def reference(recorded, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_after", [1, -1], ids=["mid-run", "from-the-start"])
-def test_outage_then_sync_leaves_the_store_as_without_outage(recorded, reference, tmp_path, stop_after, capsys):
+@pytest.mark.parametrize("stop_after", [1, -1, "finish"], ids=["mid-run", "from-the-start", "while-sending-hall-of-fame"])
+def test_outage_then_sync_leaves_the_store_as_without_outage(recorded, reference, tmp_path, stop_after, capsys,
+                                                            monkeypatch):
     source, result, generations = recorded
     server = MlflowServer.sqlite(tmp_path / "store")
     run_dir = tmp_path / "run"
     with server:
-        if stop_after < 0:
+        if stop_after == -1:
             server.stop()
+        if stop_after == "finish":
+            # the hall-of-fame strategies go out side by side: the server dies under the first
+            # logged model, while other strategies' operations are in flight
+            original = OpApplier._op_log_model
+            stopped = []
+
+            def log_model_then_die(self, op):
+                if not stopped:
+                    stopped.append(op["strategy_id"])
+                    server.stop()
+                return original(self, op)
+
+            monkeypatch.setattr(OpApplier, "_op_log_model", log_model_then_die)
 
         def outage(generation: int) -> None:
             if generation == stop_after:
