@@ -326,9 +326,11 @@ class Evaluator:
         init_cash: float = 1.0,
         bucket_bars: int = 0,
         normalized: bool = False,
+        strategy_ids: Sequence[str] | None = None,
     ) -> EvaluationResult:
         """See :func:`evaluate`. ``normalized=True``: every genome was returned by
-        ``normalize_genome`` (as the GA's operators return them), so validation is skipped."""
+        ``normalize_genome`` (as the GA's operators return them), so validation is skipped;
+        with it, ``strategy_ids`` may pass their already computed ids (one per genome)."""
         m = market_arrays(market)
         n_bars = m.close.shape[0]
         fr = fold_ranges(folds, n_bars)
@@ -342,10 +344,15 @@ class Evaluator:
         normalized_genomes: list[dict | None] = [None] * n
         ids: list[str | None] = [None] * n
         errors: dict[int, str] = {}
+        if strategy_ids is not None:
+            if not normalized:
+                raise ValueError("strategy_ids: only with normalized=True (ids of genomes normalize_genome returned)")
+            if len(strategy_ids) != n:
+                raise ValueError(f"strategy_ids: expected one id per genome ({n}), got {len(strategy_ids)}")
         for i, genome in enumerate(population):
             try:
                 normalized_genomes[i] = genome if normalized else normalize_genome(genome)
-                ids[i] = normalized_strategy_id(normalized_genomes[i])
+                ids[i] = strategy_ids[i] if strategy_ids is not None else normalized_strategy_id(normalized_genomes[i])
             except GenomeError as exc:
                 errors[i] = str(exc)
             except Exception as exc:  # failures are values: a bad genome never aborts a generation

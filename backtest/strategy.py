@@ -105,6 +105,7 @@ INDICATORS: dict[str, IndicatorSpec] = {
         ),
     )
 }
+_INDICATOR_KEYS = {n: frozenset({"name", *(g.name for g in s.genes)}) for n, s in INDICATORS.items()}
 PRICE_INDICATORS = tuple(n for n, s in INDICATORS.items() if s.scale == "price")
 OSCILLATORS = tuple(n for n, s in INDICATORS.items() if s.scale == "oscillator")
 
@@ -121,7 +122,7 @@ def _did_you_mean(word: str, options) -> str:
 
 
 def _check_keys(obj: Mapping, allowed: set[str], required: set[str], path: str) -> None:
-    if type(obj) is not dict and not isinstance(obj, Mapping):
+    if type(obj) is not dict and not isinstance(obj, Mapping):  # type() first: ABC checks are slow
         raise GenomeError(f"{path}: expected an object (dict), got {type(obj).__name__}")
     for key in obj:
         if key not in allowed:
@@ -134,6 +135,10 @@ def _check_keys(obj: Mapping, allowed: set[str], required: set[str], path: str) 
 
 
 def _number(value: Any, path: str) -> float:
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise GenomeError(f"{path}: expected a finite number, got {value!r}")
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise GenomeError(f"{path}: expected a number, got {value!r}")
     value = float(value)
@@ -143,7 +148,7 @@ def _number(value: Any, path: str) -> float:
 
 
 def _normalize_indicator(obj: Any, path: str) -> dict:
-    if not isinstance(obj, Mapping) or "name" not in obj:
+    if (type(obj) is not dict and not isinstance(obj, Mapping)) or "name" not in obj:
         raise GenomeError(f"{path}: expected an indicator like {{'name': 'sma', 'window': 20}}, got {obj!r}")
     name = obj["name"]
     if name not in INDICATORS:
@@ -151,17 +156,19 @@ def _normalize_indicator(obj: Any, path: str) -> dict:
             f"{path}.name: unknown indicator {name!r}; choose one of {sorted(INDICATORS)}.{_did_you_mean(name, INDICATORS)}"
         )
     spec = INDICATORS[name]
-    gene_names = {g.name for g in spec.genes}
-    _check_keys(obj, gene_names | {"name"}, gene_names | {"name"}, path)
+    keys = _INDICATOR_KEYS[name]
+    _check_keys(obj, keys, keys, path)
     out: dict[str, Any] = {"name": name}
     for gene in spec.genes:
         raw = obj[gene.name]
-        if gene.kind is int:
+        if gene.kind is int and type(raw) is int:
+            value: Any = raw
+        elif gene.kind is int:
             if isinstance(raw, bool) or not isinstance(raw, (int, np.integer)) and not (
                 isinstance(raw, (float, np.floating)) and float(raw).is_integer()
             ):
                 raise GenomeError(f"{path}.{gene.name}: expected an integer, got {raw!r}")
-            value: Any = int(raw)
+            value = int(raw)
         else:
             value = _number(raw, f"{path}.{gene.name}")
         if not (gene.low <= value <= gene.high):
@@ -182,7 +189,7 @@ def _normalize_condition(obj: Any, path: str) -> dict:
         raise GenomeError(f"{path}.op: unknown operator {op!r}; choose one of {list(OPERATORS)}.{_did_you_mean(op, OPERATORS)}")
     spec = INDICATORS[lhs["name"]]
     raw_rhs = obj["rhs"]
-    if isinstance(raw_rhs, Mapping):
+    if type(raw_rhs) is dict or isinstance(raw_rhs, Mapping):
         rhs: Any = _normalize_indicator(raw_rhs, f"{path}.rhs")
         rhs_spec = INDICATORS[rhs["name"]]
         if spec.scale == "price" and rhs_spec.scale != "price":
@@ -223,7 +230,8 @@ def _normalize_block(obj: Any, path: str, min_conditions: int) -> dict:
             f"{path}.conditions: expected {min_conditions}..{MAX_CONDITIONS} conditions, got {len(conditions)}"
         )
     normalized = [_normalize_condition(c, f"{path}.conditions[{i}]") for i, c in enumerate(conditions)]
-    normalized.sort(key=_canonical)  # AND/OR are commutative: order does not change the strategy
+    if len(normalized) > 1:
+        normalized.sort(key=_canonical)  # AND/OR are commutative: order does not change the strategy
     return {"logic": logic, "conditions": normalized}
 
 
@@ -274,7 +282,13 @@ def strategy_id(genome: Any) -> str:
 
 def normalized_strategy_id(normalized: Mapping) -> str:
     """strategy_id of a genome already returned by normalize_genome (skips re-validation)."""
-    return hashlib.sha256(_canonical(normalized).encode()).hexdigest()[:16]
+    return canonical_text_and_id(normalized)[1]
+
+
+def canonical_text_and_id(normalized: Mapping) -> tuple[str, str]:
+    """(canonical JSON, strategy_id) of a genome already returned by normalize_genome: one encoding for both."""
+    text = _canonical(normalized)
+    return text, hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def indicator_key(indicator: Mapping) -> str:

@@ -70,13 +70,15 @@ def summarize_many(metrics: np.ndarray) -> list[dict[str, float | None]]:
 
 def fold_columns_many(metrics: np.ndarray) -> list[dict[str, list[float | None]]]:
     """:func:`fold_columns` for a whole (N, F, M) evaluation at once."""
-    values = metrics.tolist()  # N x F x M nested lists of floats
+    metrics = np.asarray(metrics, dtype=np.float64)
+    keys = [f"fold_{name}" for name in METRIC_NAMES]
+    values = metrics.transpose(0, 2, 1).tolist()  # N x M x F nested lists of floats
+    clean = np.isfinite(metrics).all(axis=(1, 2)).tolist()
     out = []
-    for per_fold in values:
-        out.append({
-            f"fold_{name}": [v if math.isfinite(v) else None for v in (fold[j] for fold in per_fold)]
-            for j, name in enumerate(METRIC_NAMES)
-        })
+    for per_metric, finite in zip(values, clean):
+        if not finite:
+            per_metric = [[v if math.isfinite(v) else None for v in folds] for folds in per_metric]
+        out.append(dict(zip(keys, per_metric)))
     return out
 
 

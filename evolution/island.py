@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from backtest import Evaluator
-from backtest.strategy import canonical_json, normalized_strategy_id
+from backtest.strategy import canonical_json, canonical_text_and_id, normalized_strategy_id
 from evolution import fitness as fit
 from evolution import nsga
 from evolution.config import EvolutionConfig
@@ -122,8 +122,8 @@ class Island:
         ops = self.config.operators
         parents = self._select_parents(rng, 2 * self.config.population * REDRAWS)
         cursor = 0
-        cx_names, cx_w = _weights(ops.crossover_weights)
-        mut_names, mut_w = _weights(ops.mutation_weights)
+        cx_names, cx_cdf = _cdf(ops.crossover_weights)
+        mut_names, mut_cdf = _cdf(ops.mutation_weights)
         out: list[dict] = []
         made: set[str] = set()
         for _ in range(self.config.population):
@@ -133,12 +133,12 @@ class Island:
                 cursor += 2
                 u = rng.random()
                 if u < ops.crossover_probability:
-                    name = cx_names[int(rng.choice(len(cx_names), p=cx_w))]
+                    name = cx_names[int(cx_cdf.searchsorted(rng.random(), side="right"))]
                     kwargs = {}
                     genome, _ = CROSSOVER_FUNCTIONS[name](a["genome"], b["genome"], rng, **kwargs)
                     lineage = [a["strategy_id"], b["strategy_id"]]
                 elif u < ops.crossover_probability + ops.mutation_probability:
-                    name = mut_names[int(rng.choice(len(mut_names), p=mut_w))]
+                    name = mut_names[int(mut_cdf.searchsorted(rng.random(), side="right"))]
                     if name == "mutate_gaussian":
                         genome = MUTATION_FUNCTIONS[name](
                             a["genome"], rng, sigma=ops.gaussian_sigma, indpb=ops.gene_probability
@@ -148,8 +148,9 @@ class Island:
                     lineage = [a["strategy_id"]]
                 else:
                     name, genome, lineage = "reproduction", a["genome"], [a["strategy_id"]]
-                sid = normalized_strategy_id(genome)
-                child = {"strategy_id": sid, "genome": genome, "operator": name, "parents": lineage}
+                text, sid = canonical_text_and_id(genome)  # the text is the trial log's genome column
+                child = {"strategy_id": sid, "genome": genome, "operator": name, "parents": lineage,
+                         "canonical": text}
                 if sid not in self.seen and sid not in made:
                     break
             made.add(child["strategy_id"])
@@ -171,6 +172,7 @@ class Island:
                 fees=self.config.costs.fees, slippage=self.config.costs.slippage,
                 init_cash=self.config.costs.init_cash, bucket_bars=wf_cfg.bucket_bars,
                 normalized=True,  # operators return normalized genomes
+                strategy_ids=[c["strategy_id"] for c in todo],
             )
             n_folds = self.folds.shape[0]
             summaries = fit.summarize_many(result.metrics)
@@ -221,13 +223,9 @@ class Island:
         if len(self.objectives) > 1:
             rank, crowd = nsga.rank_and_crowding(self._values(pop), self._weights)
             picks = rng.integers(n, size=(k, 2))
-            out = []
-            for i, j in picks:
-                if rank[i] != rank[j]:
-                    out.append(pop[i] if rank[i] < rank[j] else pop[j])
-                else:
-                    out.append(pop[i] if crowd[i] >= crowd[j] else pop[j])
-            return out
+            i, j = picks[:, 0], picks[:, 1]
+            first = (rank[i] < rank[j]) | ((rank[i] == rank[j]) & (crowd[i] >= crowd[j]))
+            return [pop[w] for w in np.where(first, i, j).tolist()]
         size = min(self.config.selection.tournament_size, n)
         sign = fit.weights(self.objectives)[0]
         scores = np.array([sign * ind["fitness"][0] for ind in pop])
@@ -287,6 +285,16 @@ def _weights(mapping: dict[str, float]) -> tuple[list[str], np.ndarray]:
     return names, w / w.sum()
 
 
+def _cdf(mapping: dict[str, float]) -> tuple[list[str], np.ndarray]:
+    """Names and the cumulative distribution of their weights: ``cdf.searchsorted(rng.random(),
+    side="right")`` draws exactly as ``rng.choice(len(names), p=weights)`` does (same draw, same
+    stream), without choice's per-call validation."""
+    names, w = _weights(mapping)
+    cdf = w.cumsum()
+    cdf /= cdf[-1]
+    return names, cdf
+
+
 def _row(c: dict, island: int, generation: int, values, summary, error, evaluated: bool) -> dict:
     return {
         "strategy_id": c["strategy_id"],
@@ -294,7 +302,7 @@ def _row(c: dict, island: int, generation: int, values, summary, error, evaluate
         "generation": generation,
         "parents": list(c["parents"]),
         "operator": c["operator"],
-        "genome": canonical_json(c["genome"], normalized=True),
+        "genome": c.get("canonical") or canonical_json(c["genome"], normalized=True),
         "error": error,
         "evaluated": evaluated,
         "migrated_from": None,

@@ -9,27 +9,74 @@ checks the fronts and crowding distances against DEAP's.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def front_ranks_nb(w: np.ndarray) -> np.ndarray:
+    """Front index of every row of the weighted objectives ``w`` (N, M), 0 = Pareto front.
+
+    Deb's fast non-dominated sort: i dominates j when i is >= j in every objective and >
+    in one (NaN compares false, so it neither dominates nor is dominated).
+    """
+    n, m = w.shape
+    dominated_by = np.zeros(n, np.int64)
+    dominates = np.zeros((n, n), np.bool_)
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            ge = True
+            gt = False
+            for k in range(m):
+                a = w[i, k]
+                b = w[j, k]
+                if not a >= b:
+                    ge = False
+                    break
+                if a > b:
+                    gt = True
+            if ge and gt:
+                dominates[i, j] = True
+                dominated_by[j] += 1
+    rank = np.full(n, -1, np.int64)
+    current = np.empty(n, np.int64)
+    size = 0
+    for i in range(n):
+        if dominated_by[i] == 0:
+            rank[i] = 0
+            current[size] = i
+            size += 1
+    following = np.empty(n, np.int64)
+    r = 0
+    while size > 0:
+        r += 1
+        next_size = 0
+        for a in range(size):
+            i = current[a]
+            for j in range(n):
+                if dominates[i, j]:
+                    dominated_by[j] -= 1
+                    if dominated_by[j] == 0:
+                        rank[j] = r
+                        following[next_size] = j
+                        next_size += 1
+        current, following = following, current
+        size = next_size
+    return rank
 
 
 def non_dominated_fronts(values: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
-    """Indices of each Pareto front, best first. values: (N, M) raw objective values;
-    weights: (M,) positive to maximize, negative to minimize (as DEAP's Fitness.weights)."""
+    """Indices of each Pareto front (ascending within a front), best first. values: (N, M)
+    raw objective values; weights: (M,) positive to maximize, negative to minimize (as
+    DEAP's Fitness.weights)."""
     w = np.asarray(values, dtype=np.float64) * np.asarray(weights, dtype=np.float64)
-    n = w.shape[0]
-    if n == 0:
+    if w.shape[0] == 0:
         return []
-    ge = (w[:, None, :] >= w[None, :, :]).all(axis=2)
-    gt = (w[:, None, :] > w[None, :, :]).any(axis=2)
-    dominates = ge & gt  # dominates[i, j]: i dominates j
-    dominated_by = dominates.sum(axis=0)
-    fronts = []
-    remaining = np.ones(n, dtype=bool)
-    while remaining.any():
-        front = np.flatnonzero(remaining & (dominated_by == 0))
-        fronts.append(front)
-        remaining[front] = False
-        dominated_by -= dominates[front].sum(axis=0)
-    return fronts
+    rank = front_ranks_nb(np.ascontiguousarray(w.reshape(w.shape[0], -1)))
+    order = np.argsort(rank, kind="stable")
+    bounds = np.flatnonzero(np.diff(rank[order])) + 1
+    return np.split(order, bounds)
 
 
 def crowding_distance(values: np.ndarray) -> np.ndarray:

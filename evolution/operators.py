@@ -9,7 +9,6 @@ and otherwise replaced by an unchanged copy of the parent.
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +34,30 @@ BLOCKS = ("entry", "exit")
 MIN_CONDITIONS = {"entry": 1, "exit": 0}
 
 Genome = dict
+
+
+def _copy(obj: Any) -> Any:
+    """A deep copy of plain genome data (dicts, lists, numbers, strings, None), several times
+    cheaper than copy.deepcopy; a normalized genome's known shape is copied without recursion."""
+    try:
+        return {**obj, "entry": _copy_block(obj["entry"]), "exit": _copy_block(obj["exit"])}
+    except (KeyError, TypeError, AttributeError):
+        return _copy_any(obj)
+
+
+def _copy_block(block: dict) -> dict:
+    return {**block, "conditions": [{"lhs": dict(c["lhs"]), "op": c["op"],
+                                     "rhs": dict(c["rhs"]) if type(c["rhs"]) is dict else _copy_any(c["rhs"])}
+                                    if len(c) == 3 else _copy_any(c) for c in block["conditions"]]}
+
+
+def _copy_any(obj: Any) -> Any:
+    kind = type(obj)
+    if kind is dict:
+        return {key: _copy_any(value) for key, value in obj.items()}
+    if kind is list or kind is tuple:
+        return [_copy_any(value) for value in obj]
+    return obj
 
 
 def _valid(candidate: Any) -> dict | None:
@@ -114,7 +137,7 @@ def mutate_gaussian(genome: Mapping, rng: np.random.Generator, sigma: float = 0.
     range, of its log range for integer window genes (windows are scales)."""
 
     def attempt() -> dict:
-        child = copy.deepcopy(dict(genome))
+        child = _copy(dict(genome))
         slots = _numeric_slots(child)
         if not slots:
             return child
@@ -147,7 +170,7 @@ def mutate_categorical(genome: Mapping, rng: np.random.Generator) -> Genome:
     direction, or switch a stop-loss/take-profit on or off."""
 
     def attempt() -> dict:
-        child = copy.deepcopy(dict(genome))
+        child = _copy(dict(genome))
         conds = [(b, c) for b in BLOCKS for c in range(len(child[b]["conditions"]))]
         kinds = ["direction", "stop_loss", "take_profit", "logic"] + (["op", "indicator"] if conds else [])
         kind = kinds[int(rng.integers(len(kinds)))]
@@ -199,7 +222,7 @@ def mutate_add_condition(genome: Mapping, rng: np.random.Generator) -> Genome:
         return mutate_gaussian(genome, rng)
 
     def attempt() -> dict:
-        child = copy.deepcopy(dict(genome))
+        child = _copy(dict(genome))
         block = open_blocks[int(rng.integers(len(open_blocks)))]
         child[block]["conditions"].append(random_condition(rng))
         return child
@@ -212,7 +235,7 @@ def mutate_drop_condition(genome: Mapping, rng: np.random.Generator) -> Genome:
     droppable = [b for b in BLOCKS if len(genome[b]["conditions"]) > MIN_CONDITIONS[b]]
     if not droppable:
         return mutate_gaussian(genome, rng)
-    child = copy.deepcopy(dict(genome))
+    child = _copy(dict(genome))
     block = droppable[int(rng.integers(len(droppable)))]
     conds = child[block]["conditions"]
     del conds[int(rng.integers(len(conds)))]
@@ -238,7 +261,7 @@ def crossover_uniform(a: Mapping, b: Mapping, rng: np.random.Generator, indpb: f
     of different shape are swapped whole."""
 
     def attempt() -> tuple[dict, dict]:
-        x, y = copy.deepcopy(dict(a)), copy.deepcopy(dict(b))
+        x, y = _copy(dict(a)), _copy(dict(b))
         for key in ("direction", "stop_loss", "take_profit"):
             if rng.random() < indpb:
                 x[key], y[key] = y[key], x[key]
@@ -270,7 +293,7 @@ def crossover_swap(a: Mapping, b: Mapping, rng: np.random.Generator) -> tuple[Ge
     when one of them has no exit conditions."""
 
     def attempt() -> tuple[dict, dict]:
-        x, y = copy.deepcopy(dict(a)), copy.deepcopy(dict(b))
+        x, y = _copy(dict(a)), _copy(dict(b))
         block = BLOCKS[int(rng.integers(2))]
         cx, cy = x[block]["conditions"], y[block]["conditions"]
         if not cx or not cy:
