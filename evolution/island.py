@@ -57,6 +57,7 @@ class Island:
 
     def restore(self, state: dict | None) -> int:
         """Reset to a checkpointed state (None: before generation 0). Returns the generation."""
+        self._seen_added: dict[str, dict] = {}  # since the last state_delta
         if state is None:
             self.generation, self.population, self.seen = -1, [], {}
         else:
@@ -87,6 +88,20 @@ class Island:
             "population": self.population,
             "seen": self.seen,
         }
+
+    def state_delta(self, generation: int | None = None) -> dict:
+        """The state as :meth:`state` gives it, but with only the ``seen_added`` entries since the
+        last call (or restore) instead of all of ``seen``: the driver keeps the rest
+        (:func:`apply_state_delta`), so what crosses the object store each generation stays small."""
+        if generation is not None:
+            self._expect(generation)
+        added, self._seen_added = self._seen_added, {}
+        return {"island": self.index, "generation": self.generation, "population": self.population,
+                "seen_added": added}
+
+    def _remember(self, strategy_id: str, known: dict) -> None:
+        self.seen[strategy_id] = known
+        self._seen_added[strategy_id] = known
 
     def step(self, generation: int) -> list[dict]:
         self._expect(generation - 1)
@@ -183,7 +198,7 @@ class Island:
                 values = fit.objectives(
                     summary, self.objectives, n_folds, self.config.selection.min_trades, error is not None
                 )
-                self.seen[c["strategy_id"]] = {"fitness": values, "walk_forward": summary}
+                self._remember(c["strategy_id"], {"fitness": values, "walk_forward": summary})
                 buckets = None
                 if error is None and result.buckets is not None:
                     b = result.buckets[i] - 1.0
@@ -258,8 +273,9 @@ class Island:
         keep = self.population[: len(self.population) - len(newcomers)]
         rows = []
         for ind in newcomers:
-            self.seen.setdefault(ind["strategy_id"], {"fitness": list(ind["fitness"]),
-                                                     "walk_forward": dict(ind["walk_forward"])})
+            if ind["strategy_id"] not in self.seen:
+                self._remember(ind["strategy_id"], {"fitness": list(ind["fitness"]),
+                                                    "walk_forward": dict(ind["walk_forward"])})
             rows.append(
                 _row({**ind, "operator": "migration", "parents": [ind["strategy_id"]]}, self.index, generation,
                      ind["fitness"], ind["walk_forward"], None, False)
@@ -268,6 +284,14 @@ class Island:
             )
         self.population = self._survivors(keep + [_individual(i) for i in newcomers], len(self.population))
         return rows
+
+
+def apply_state_delta(before: dict | None, delta: dict) -> dict:
+    """The island's full state from the one before its generation and its ``state_delta``."""
+    seen = dict(before["seen"]) if before is not None else {}
+    seen.update(delta["seen_added"])
+    return {"island": delta["island"], "generation": delta["generation"], "population": delta["population"],
+            "seen": seen}
 
 
 def _individual(ind: dict) -> dict:

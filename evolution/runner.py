@@ -33,6 +33,7 @@ from evolution import checkpoint, trials
 from evolution.config import ConfigError, EvolutionConfig, parse_config
 from evolution.fitness import weights
 from evolution.gates import judge
+from evolution.island import apply_state_delta
 from evolution.market import MarketSpec, resolve
 from evolution.pools import IslandLost
 
@@ -130,7 +131,8 @@ def _generation(pool, config: EvolutionConfig, g: int, states_before: list) -> t
             if _migrates(config, g):
                 outgoing = pool.call("emigrants", [(config.migration.size, g)] * n)
                 migrated = pool.call("immigrate", [(outgoing[(i - 1) % n], g) for i in range(n)])
-            states = pool.call("state", [(g,)] * n)
+            deltas = pool.call("state_delta", [(g,)] * n)  # only what is new: the driver holds the rest
+            states = [apply_state_delta(before, delta) for before, delta in zip(states_before, deltas)]
             rows = [r for island_rows in stepped for r in island_rows]
             rows += [r for island_rows in migrated for r in island_rows]
             return rows, states

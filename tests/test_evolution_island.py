@@ -114,6 +114,29 @@ def test_restore_then_replay_is_identical(setup):
     assert [_plain(fresh.step(2)), _plain(fresh.step(3))] == expected
 
 
+def test_state_deltas_rebuild_the_full_state_across_steps_migration_and_restore(setup):
+    from evolution.island import apply_state_delta
+
+    config, spec = setup
+    pool = LocalPool(config, spec.market, spec.split.test_ranges())
+    states = [None, None]
+    for g in range(4):
+        pool.call("step", [(g,)] * 2)
+        if g == 1:  # newcomers enter `seen` through immigration, too
+            outgoing = pool.call("emigrants", [(2, g)] * 2)
+            pool.call("immigrate", [(outgoing[1], g), (outgoing[0], g)])
+        deltas = pool.call("state_delta", [(g,)] * 2)
+        assert all(len(d["seen_added"]) < len(island.seen) for d, island in zip(deltas, pool.islands)) or g == 0
+        states = [apply_state_delta(before, d) for before, d in zip(states, deltas)]
+        full = pool.call("state", [(g,)] * 2)
+        for rebuilt, truth in zip(states, full):
+            assert rebuilt == truth
+            assert list(rebuilt["seen"]) == list(truth["seen"])  # same order as well
+        if g == 2:  # after a restore, deltas start from the restored state
+            pool.restore(json.loads(json.dumps(states)))
+            assert pool.call("state_delta", [(g,)] * 2)[0]["seen_added"] == {}
+
+
 def test_a_call_for_the_wrong_generation_is_refused(setup):
     from evolution.island import IslandStateError
 
