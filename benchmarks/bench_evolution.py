@@ -1,7 +1,9 @@
 """Evolution benchmarks (issue 3).
 
 (a) scaling: evaluations per second with 1 and with 2 island actors on Ray (same total
-    population per generation), target >= 1.7x on this 2-core machine.
+    population per generation), target >= 1.7x on this 2-core machine. Measured in steady
+    state (from generation 3: before it the actors load kernels and first-touch memory);
+    the figure from generation 1 on is printed beside it.
 (b) overhead: share of each generation's wall time spent outside the backtest kernels
     (indicator table + fused population kernel), population 256 x 100,000 bars, target <= 10%.
 (c) GA vs random search with the same evaluation budget on planted-edge markets: holdout
@@ -37,6 +39,9 @@ def base_config(**overrides):
     return load_config(ROOT / "configs" / "demo.yaml").with_overrides(**updates)
 
 
+WARMUP = 3
+
+
 def bench_scaling(generations: int, total_population: int, n_bars: int) -> dict:
     import ray
 
@@ -62,13 +67,23 @@ def bench_scaling(generations: int, total_population: int, n_bars: int) -> dict:
                 finally:
                     pool.close()
                 timing = json.loads((Path(tmp) / "timing.json").read_text())
-            gens = timing["generations"][1:]  # generation 0 warms the actors' kernels
-            evals = sum(g["evaluations"] for g in gens)
-            seconds = sum(g["seconds"] for g in gens)
-            out[islands] = {"evaluations": evals, "seconds": seconds, "evaluations_per_second": evals / seconds}
+            gens = timing["generations"]
+            # generation 0 loads the actors' kernels; until about generation 3 the actors also
+            # first-touch the memory their indicator tables grow into, which this VM makes
+            # expensive (page faults of fresh memory): steady state is measured from WARMUP on
+            steady = [g for g in gens if g["generation"] >= WARMUP]
+            after_load = gens[1:]
+            evals = sum(g["evaluations"] for g in steady)
+            seconds = sum(g["seconds"] for g in steady)
+            out[islands] = {"evaluations": evals, "seconds": seconds, "evaluations_per_second": evals / seconds,
+                            "evaluations_per_second_from_generation_1": sum(g["evaluations"] for g in after_load)
+                            / sum(g["seconds"] for g in after_load),
+                            "generation_seconds": [round(g["seconds"], 3) for g in gens]}
     finally:
         ray.shutdown()
     out["speedup"] = out[2]["evaluations_per_second"] / out[1]["evaluations_per_second"]
+    out["speedup_from_generation_1"] = (out[2]["evaluations_per_second_from_generation_1"]
+                                        / out[1]["evaluations_per_second_from_generation_1"])
     return out
 
 
@@ -159,10 +174,14 @@ def main() -> int:
     args = parser.parse_args()
     q = args.quick
     results = {}
-    results["scaling"] = s = bench_scaling(generations=4 if q else 8, total_population=128 if q else 256,
+    results["scaling"] = s = bench_scaling(generations=6 if q else 12, total_population=128 if q else 256,
                                            n_bars=50_000 if q else 100_000)
-    print(f"(a) scaling: 1 island {s[1]['evaluations_per_second']:.0f} evals/s, 2 islands "
-          f"{s[2]['evaluations_per_second']:.0f} evals/s, speed-up {s['speedup']:.2f}x (target >= 1.7x)")
+    print(f"(a) scaling, steady state (generations {WARMUP}+): 1 island {s[1]['evaluations_per_second']:.0f} evals/s, "
+          f"2 islands {s[2]['evaluations_per_second']:.0f} evals/s, speed-up {s['speedup']:.2f}x (target >= 1.7x)")
+    print(f"    from generation 1 (warm-up included): 1 island "
+          f"{s[1]['evaluations_per_second_from_generation_1']:.0f} evals/s, 2 islands "
+          f"{s[2]['evaluations_per_second_from_generation_1']:.0f} evals/s, speed-up {s['speedup_from_generation_1']:.2f}x")
+    print(f"    seconds per generation: 1 island {s[1]['generation_seconds']}; 2 islands {s[2]['generation_seconds']}")
     results["overhead"] = o = bench_overhead(population=64 if q else 256, n_bars=20_000 if q else 100_000,
                                              generations=2 if q else 3)
     print(f"(b) overhead: {o['outside_kernel_share']:.1%} of generation wall time outside the backtest kernels "

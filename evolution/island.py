@@ -99,6 +99,11 @@ class Island:
         return {"island": self.index, "generation": self.generation, "population": self.population,
                 "seen_added": added}
 
+    def step_and_state(self, generation: int) -> tuple[list[dict], dict]:
+        """:meth:`step` and then :meth:`state_delta` in one call (one round trip to an actor)."""
+        rows = self.step(generation)
+        return rows, self.state_delta(generation)
+
     def _remember(self, strategy_id: str, known: dict) -> None:
         self.seen[strategy_id] = known
         self._seen_added[strategy_id] = known

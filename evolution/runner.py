@@ -64,7 +64,7 @@ def plan(config: EvolutionConfig, *, data_path: str | Path | None = None, out_di
     run_id = make_run_id(config, spec.fingerprint)
     run_dir = Path(out_dir) if out_dir is not None else Path("runs") / run_id
     ckdir = Path(config.runtime.checkpoint_dir) if config.runtime.checkpoint_dir else run_dir / "checkpoints"
-    existing = checkpoint.latest(ckdir)
+    existing = checkpoint.latest(ckdir, with_seen=False)
     if existing is not None and existing.get("run_id") != run_id:
         raise ConfigError(
             f"{run_dir} holds checkpoints of another run ({existing.get('run_id')}); "
@@ -106,6 +106,7 @@ def plan_resume(run_dir: str | Path, **runtime_overrides) -> RunPlan:
             f"data now give run {run_id} (did the data file change?)"
         )
     trials.drop_parts_after(run_dir, latest["generation"])
+    checkpoint.drop_after(ckdir, latest["generation"])
     out.start_generation = latest["generation"] + 1
     out.states = latest["states"]
     out.trial_rows = latest["trial_rows"]
@@ -121,21 +122,23 @@ def _migrates(config: EvolutionConfig, generation: int) -> bool:
             and generation + 1 < config.generations)
 
 
-def _generation(pool, config: EvolutionConfig, g: int, states_before: list) -> tuple[list[dict], list]:
+def _generation(pool, config: EvolutionConfig, g: int, states_before: list) -> tuple[list[dict], list, list]:
     """Run generation g on every island (and its migration); replay it after an island loss."""
     n = config.islands
     for attempt in range(MAX_RECOVERIES + 1):
         try:
-            stepped = pool.call("step", [(g,)] * n)
             migrated: list = [[] for _ in range(n)]
             if _migrates(config, g):
+                stepped = pool.call("step", [(g,)] * n)
                 outgoing = pool.call("emigrants", [(config.migration.size, g)] * n)
                 migrated = pool.call("immigrate", [(outgoing[(i - 1) % n], g) for i in range(n)])
-            deltas = pool.call("state_delta", [(g,)] * n)  # only what is new: the driver holds the rest
+                deltas = pool.call("state_delta", [(g,)] * n)  # only what is new: the driver holds the rest
+            else:  # one round trip per island
+                stepped, deltas = map(list, zip(*pool.call("step_and_state", [(g,)] * n)))
             states = [apply_state_delta(before, delta) for before, delta in zip(states_before, deltas)]
             rows = [r for island_rows in stepped for r in island_rows]
             rows += [r for island_rows in migrated for r in island_rows]
-            return rows, states
+            return rows, states, [delta["seen_added"] for delta in deltas]
         except IslandLost as error:
             if attempt == MAX_RECOVERIES:
                 raise
@@ -168,13 +171,13 @@ def execute(
     try:
         for g in range(run.start_generation, config.generations):
             t0 = time.perf_counter()
-            rows, states_after = _generation(pool, config, g, states)
+            rows, states_after, seen_added = _generation(pool, config, g, states)
             trials.write_part(run.run_dir, g, rows)
             total_rows += len(rows)
             checkpoint.save(run.checkpoint_dir, g, {
                 "run_id": run.run_id, "config_id": config.config_id, "market": run.spec.fingerprint,
                 "states": states_after, "trial_rows": total_rows,
-            }, keep=config.runtime.keep_checkpoints)
+            }, keep=config.runtime.keep_checkpoints, seen_added=seen_added)
             states = states_after
             evaluated = sum(1 for r in rows if r["evaluated"])
             wall = time.perf_counter() - t0

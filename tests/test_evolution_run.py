@@ -117,3 +117,38 @@ def test_ray_islands_give_the_local_result_even_when_an_actor_is_killed(ray_sess
         pool.close()
     assert killed == [1]
     assert (tmp_path / "result.json").read_bytes() == (reference / "result.json").read_bytes()
+
+
+def test_checkpoints_keep_seen_caches_incrementally_and_rebuild_them_exactly(tmp_path):
+    """Each checkpoint holds populations only; seen-GGGGG.json holds what a generation added,
+    and the rebuilt caches equal the islands' own, in the same order."""
+    from evolution import checkpoint
+
+    config = small_config()
+    states_at: dict[int, list] = {}
+
+    def capture(generation, pool):
+        states_at[generation] = json.loads(json.dumps(pool.call("state", [(generation,)] * config.islands)))
+        if generation == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_local(config, tmp_path, on_generation=capture)
+    folder = tmp_path / "checkpoints"
+    newest = json.loads((folder / "generation-00003.json").read_text())
+    assert newest["seen"] == "incremental" and all("seen" not in s for s in newest["states"])
+    assert sorted(p.name for p in folder.glob("seen-*.json")) == [f"seen-{g:05d}.json" for g in range(4)]
+    rebuilt = checkpoint.latest(folder)
+    assert rebuilt["generation"] == 3 and rebuilt["states"] == states_at[3]
+    assert [list(s["seen"]) for s in rebuilt["states"]] == [list(s["seen"]) for s in states_at[3]]
+
+    # a resume replays generation 4 on: additions of later generations left by a crash go
+    (folder / "seen-00004.json").write_text((folder / "seen-00003.json").read_text())
+    run = plan_resume(tmp_path)
+    assert run.start_generation == 4 and not (folder / "seen-00004.json").exists()
+    assert run.states == states_at[3]
+
+    # a missing file of additions is named, never silently skipped
+    (folder / "seen-00001.json").unlink()
+    with pytest.raises(ValueError, match="seen-00001.json: missing"):
+        checkpoint.latest(folder)
