@@ -8,7 +8,8 @@ Run directory (default ``runs/<run_id>``):
 * ``result.json``  the contract (see design.md); no timestamps, so a resumed run or a run
   whose island actor died ends byte-identical to an uninterrupted one
 * ``trials/``      the trial log, one Parquet part per generation (evolution/trials.py)
-* ``checkpoints/`` one JSON checkpoint per generation (evolution/checkpoint.py)
+* ``checkpoints/`` one JSON checkpoint per generation plus what each generation added to the
+  islands' seen caches (evolution/checkpoint.py)
 * ``config.json``  the full config (runtime included) and ``--data``, for ``--resume``
 * ``timing.json``  wall times and evaluations per second (not part of the result)
 
