@@ -24,7 +24,7 @@ from backtest.kernels import _bar
 BLOCK = 64  # bars per close summary block
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def market_summary_nb(close):
     """prefix (6, T + 1): running sums of r, r^2, r^3, r^4, min(r, 0)^2 (r_t = c_t / c_{t-1} - 1,
     r_0 = 0) and of the close; blocks (3, ceil(T / BLOCK)): max, min and the drawdown inside
@@ -182,7 +182,7 @@ def add_bucket(buckets, t, value, seg_value, end, bucket_bars, bucket_origin):
     return seg_value
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, start, end, direction, fees, slippage, init_cash,
                             sl_arg, tp_arg, acc, buckets, bucket_bars, bucket_origin, positions):
     """Simulate one genome on [start, end) from a flat book; accumulators go to ``acc``:

@@ -36,7 +36,7 @@ OP_CROSS_ABOVE = 2
 OP_CROSS_BELOW = 3
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def running_sum_nb(x):
     """Sequential running sum, the same float additions as vectorbt's rolling mean."""
     out = np.empty(x.shape[0], dtype=np.float64)
@@ -47,7 +47,7 @@ def running_sum_nb(x):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sma_from_running_sum_nb(csum, window, out):
     """SMA from a shared running sum: bit-identical to vectorbt's rolling_mean_1d_nb."""
     n = csum.shape[0]
@@ -139,7 +139,7 @@ def _compare_threshold_loop(a, thr, greater, n, first, use_and, buf):
         _combine(buf, t, s, first, use_and)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def cross_pair_nb(a, b, n, up, down):
     """up: a crosses above b; down: a crosses below b. One pass with shared comparisons
     (the moving-average crossover family: entry and exit on the same two indicators)."""
@@ -179,7 +179,7 @@ def _crossing_pair(lhs, op, rhs, ncond):
     return True, a, b, entry_up
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def block_signals_nb(table, lhs, op, rhs, thr, n_cond, use_and, n, buf):
     """Signals of one block (entry or exit) of one genome into buf[:n]."""
     if n_cond == 0:
@@ -205,7 +205,7 @@ def block_signals_nb(table, lhs, op, rhs, thr, n_cond, use_and, n, buf):
                 _cross_threshold_loop(a, thr[k], o == OP_CROSS_ABOVE, n, first, use_and, buf)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage, init_cash, sl_arg, tp_arg,
                      periods_per_year, out, bucket_bars, bucket_origin, buckets, positions):
     """Simulate one genome on [start, end) from a flat book and write its metrics to out."""
@@ -266,7 +266,7 @@ def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage,
     write_metrics(out, acc, init_cash, end - start, periods_per_year)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def write_metrics(out, acc, init_cash, n, periods_per_year):
     """Metrics from a fold's accumulators (see events.simulate_fold_events_nb for the order)."""
     s1, s2, s3, s4, down2, max_dd, value_sum = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6]
@@ -307,7 +307,7 @@ def write_metrics(out, acc, init_cash, n, periods_per_year):
     out[M_N_BARS] = n
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def population_nb(close, prefix, blocks, table, lhs, op, rhs, thr, ncond, logic, direction, sl, tp,
                   fold_starts, fold_ends, fees, slippage, init_cash, periods_per_year,
                   metrics, bucket_bars, bucket_origin, buckets, positions):

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sma_nb(x, window):
     """Simple moving average with a running sum, bit-identical to vectorbt's rolling_mean_1d_nb."""
     n = x.shape[0]
@@ -30,7 +30,7 @@ def sma_nb(x, window):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ema_nb(x, window):
     """Exponential moving average, span=window, adjust=False (pandas ewm), NaN before window-1."""
     n = x.shape[0]
@@ -46,7 +46,7 @@ def ema_nb(x, window):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _wilder(x, window, start):
     """Wilder smoothing of x[start:], seeded with the mean of the first `window` values."""
     n = x.shape[0]
@@ -65,7 +65,7 @@ def _wilder(x, window, start):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rsi_nb(close, window):
     """Wilder's RSI in 0..100."""
     n = close.shape[0]
@@ -88,7 +88,7 @@ def rsi_nb(close, window):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bbands_percent_b_nb(close, window, k):
     """Bollinger %B with a population standard deviation over `window` closes."""
     n = close.shape[0]
@@ -120,7 +120,7 @@ def bbands_percent_b_nb(close, window, k):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rolling_max(x, window):
     """Rolling max over `window` bars ending at each bar (NaN before): van Herk / Gil-Werman,
     prefix and suffix maxima within blocks of `window`, O(1) per bar."""
@@ -149,7 +149,7 @@ def _rolling_max(x, window):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def donchian_position_nb(high, low, close, window):
     """(close - lowest low) / (highest high - lowest low) over the last `window` bars, 0..1."""
     n = close.shape[0]
@@ -164,7 +164,7 @@ def donchian_position_nb(high, low, close, window):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def macd_nb(close, fast, slow, signal):
     """MACD histogram (ema_fast - ema_slow - signal line) divided by close."""
     n = close.shape[0]
@@ -187,7 +187,7 @@ def macd_nb(close, fast, slow, signal):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def roc_nb(close, window):
     n = close.shape[0]
     out = np.full(n, np.nan)
@@ -196,7 +196,7 @@ def roc_nb(close, window):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def atr_range_nb(high, low, close, window):
     """(high - low) / ATR(window), ATR with Wilder smoothing of the true range."""
     n = close.shape[0]

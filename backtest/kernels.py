@@ -263,7 +263,7 @@ def _bar(cash, pos, debt, free, lower, upper, entry, exit_, close, direction, fe
     return cash, pos, debt, free, lower, upper, filled, reduced, notional, value_before
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl_stop, tp_stop,
                 write_equity, equity):
     """Simulate N columns of signals row by row (C-order inputs, no copies).

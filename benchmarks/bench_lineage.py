@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 def run_search(config, out_dir: Path, tracking_uri: str | None) -> tuple[float, float, dict, float]:
     """(total wall seconds, seconds spent in logger calls on the driver, result, seconds until the search ended)."""
     from evolution.lineage import LineageLogger
-    from evolution.lineage_data import island_stats
+    from evolution.lineage_data import island_stats_from_rows
     from evolution.pools import LocalPool
     from evolution.runner import execute, plan
 
@@ -55,7 +55,7 @@ def run_search(config, out_dir: Path, tracking_uri: str | None) -> tuple[float, 
         nonlocal in_logger
         now = time.perf_counter()
         t = time.perf_counter()
-        logger.log_generation(generation, island_stats(run.run_dir, generation, now - last[0]))
+        logger.log_generation(generation, island_stats_from_rows(run.last_rows, now - last[0]))
         in_logger += time.perf_counter() - t
         per_generation[0] += time.perf_counter() - t
         last[0] = time.perf_counter()

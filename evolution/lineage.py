@@ -379,12 +379,14 @@ class LineageLogger:
         self._sender.submit(op)
 
     def _log_results(self, run_dir: Path, at: int, market: Any = None) -> data.Lineage | None:
-        """Queue the run's summary, its hall-of-fame strategies and artifacts; draw the pictures meanwhile.
+        """Write the lineage files and pictures, then queue the run's summary, artifacts and
+        hall-of-fame strategies.
 
-        Order on the wire: summary metrics; the hall-of-fame strategies side by side (nested
-        run, scores, genome, logged model), sent while this thread writes the equity curves,
-        the lineage and the plots; then the run's artifacts side by side with the model
-        registrations, which go one by one in hall-of-fame order (stable version numbers).
+        On the wire: summary metrics; then the run's artifacts and every hall-of-fame
+        strategy (nested run, scores, genome, logged model) side by side; then the model
+        registrations one by one in hall-of-fame order (stable version numbers). The
+        pictures are drawn before anything is queued: sending is CPU-bound on a small
+        machine (client and server), so drawing meanwhile only slows both.
         """
         result = data.read_result(run_dir)
         columns = data.trial_log_columns(run_dir)
@@ -394,23 +396,6 @@ class LineageLogger:
         hof_ids = data.hall_of_fame_ids(result)
         nodes = data.first_appearances(trials)
         full = data.ancestry(hof_ids, nodes)
-
-        key = self.run_key
-        metrics = [["n_trials", float(result.get("n_trials", len(nodes))), at, 0],
-                   ["n_promoted", float(len(result.get("promoted", []))), at, 0],
-                   ["hall_of_fame_size", float(len(hof)), at, 0]]
-        self._send({"op": "log_batch", "run": key, "metrics": metrics, "time": at,
-                    "tags": {"lineage_complete": str(full.complete).lower(),
-                             "promoted": json.dumps(result.get("promoted", []))}})
-        promoted = set(result.get("promoted", []))
-        groups, registrations = [], []
-        for rank, entry in enumerate(hof):
-            ops, register = self._strategy_ops(entry, rank, entry["strategy_id"] in promoted, nodes, result, at)
-            groups.append(ops)
-            if register is not None:
-                registrations.append(register)
-        self._sender.submit_parallel(groups)
-
         if market is not None:
             write_equity_curves(run_dir, market, top=self.lineage_top)
         shown = data.ancestry(hof_ids[: self.lineage_top], nodes)
@@ -425,6 +410,13 @@ class LineageLogger:
         plot_fitness(stats, out / "fitness.png")
         plot_lineage(shown, hof_ids[: self.lineage_top], out / "lineage.png")
 
+        key = self.run_key
+        metrics = [["n_trials", float(result.get("n_trials", len(nodes))), at, 0],
+                   ["n_promoted", float(len(result.get("promoted", []))), at, 0],
+                   ["hall_of_fame_size", float(len(hof)), at, 0]]
+        self._send({"op": "log_batch", "run": key, "metrics": metrics, "time": at,
+                    "tags": {"lineage_complete": str(full.complete).lower(),
+                             "promoted": json.dumps(result.get("promoted", []))}})
         artifacts = [{"op": "log_artifact", "run": key, "path": data.RESULT_FILE, "artifact_path": None, "time": at}]
         for path in data.trial_log_paths(run_dir):
             relative = path.relative_to(run_dir)
@@ -433,7 +425,16 @@ class LineageLogger:
                               "time": at})
         artifacts.append({"op": "log_artifact", "run": key, "path": LINEAGE_DIR, "artifact_path": LINEAGE_DIR,
                           "time": at})
-        self._sender.submit_parallel([artifacts, registrations])
+        promoted = set(result.get("promoted", []))
+        groups, registrations = [artifacts], []
+        for rank, entry in enumerate(hof):
+            ops, register = self._strategy_ops(entry, rank, entry["strategy_id"] in promoted, nodes, result, at)
+            groups.append(ops)
+            if register is not None:
+                registrations.append(register)
+        self._sender.submit_parallel(groups)
+        for op in registrations:
+            self._send(op)
         return full
 
     def _strategy_ops(self, entry: Mapping, rank: int, promoted: bool, nodes: Mapping[str, data.Node],

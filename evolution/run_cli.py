@@ -107,6 +107,7 @@ class _Lineage:
 
     def __init__(self, run, uri: str | None):
         self.logger = None
+        self._run = run
         if uri is None:
             return
         from evolution.lineage import LineageLogger
@@ -120,10 +121,10 @@ class _Lineage:
     def on_generation(self, generation: int, _pool) -> None:
         if self.logger is None:
             return
-        from evolution.lineage_data import island_stats
+        from evolution.lineage_data import island_stats_from_rows
 
         now = time.perf_counter()
-        self.logger.log_generation(generation, island_stats(self.run_dir, generation, now - self._last))
+        self.logger.log_generation(generation, island_stats_from_rows(self._run.last_rows, now - self._last))
         self._last = now
 
     def finish(self, run) -> None:
@@ -154,8 +155,8 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
             result = execute(run, pool, on_generation=lineage.on_generation)
         finally:
             pool.close()
+        print(summary_table(result, run.run_dir), flush=True)  # the result first; lineage goes out after
         lineage.finish(run)
-        print(summary_table(result, run.run_dir))
         return 0
 
     import ray
@@ -177,6 +178,6 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
         pool.close()
         if started:
             ray.shutdown()
+    print(summary_table(result, run.run_dir), flush=True)  # the result first; lineage goes out after
     lineage.finish(run)
-    print(summary_table(result, run.run_dir))
     return 0

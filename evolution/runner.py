@@ -52,6 +52,7 @@ class RunPlan:
     start_generation: int = 0
     states: list = field(default_factory=list)
     trial_rows: int = 0
+    last_rows: list = field(default_factory=list)  # the latest generation's trial-log rows, for on_generation
 
 
 def make_run_id(config: EvolutionConfig, market_fingerprint: str) -> str:
@@ -190,6 +191,7 @@ def execute(
             if bar is not None:
                 bar.set_postfix_str(f"best {config.selection.objectives[0]} {sign * best:.3g}, {evaluated} evaluated")
                 bar.update(1)
+            run.last_rows = rows
             if on_generation is not None:
                 on_generation(g, pool)
     finally:

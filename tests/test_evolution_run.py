@@ -152,3 +152,23 @@ def test_checkpoints_keep_seen_caches_incrementally_and_rebuild_them_exactly(tmp
     (folder / "seen-00001.json").unlink()
     with pytest.raises(ValueError, match="seen-00001.json: missing"):
         checkpoint.latest(folder)
+
+
+def test_island_statistics_from_rows_in_memory_equal_those_read_from_the_trial_log(tmp_path):
+    """The lineage logger takes per-generation island statistics from the rows the runner
+    holds (no file read while searching): they equal the ones computed from the written part,
+    migration rows included."""
+    from evolution.lineage_data import island_stats, island_stats_from_rows
+
+    config = small_config()
+    seen = []
+
+    def compare(generation, pool):
+        ours = island_stats_from_rows(run.last_rows, 2.0)
+        assert ours == island_stats(tmp_path, generation, 2.0)
+        assert {s["island"] for s in ours} == set(range(config.islands))
+        seen.append(generation)
+
+    run = plan(config, out_dir=tmp_path)
+    execute(run, LocalPool(config, run.spec.market, run.spec.split.test_ranges()), on_generation=compare)
+    assert seen == list(range(config.generations))
