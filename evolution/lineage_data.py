@@ -283,7 +283,8 @@ def island_stats(run_dir: str | Path, generation: int, seconds: float | None = N
     column = pick_fitness_column(names, fitness_column)
     # only what the statistics need: the part also holds every trial's return series
     wanted = [c for c in (GENERATION, ISLAND, STRATEGY_ID, EVALUATED, column) if c is not None and c in names]
-    return island_stats_of(pd.read_parquet(path, columns=wanted), seconds, fitness_column)
+    return island_stats_from_rows(pd.read_parquet(path, columns=wanted).to_dict("records"), seconds,
+                                  fitness_column)
 
 
 def island_stats_from_rows(rows: Iterable[Mapping], seconds: float | None = None,
@@ -322,25 +323,3 @@ def island_stats_from_rows(rows: Iterable[Mapping], seconds: float | None = None
     return out
 
 
-def island_stats_of(frame: pd.DataFrame, seconds: float | None = None, fitness_column: str | None = None) -> list[dict]:
-    """Per-island statistics of one generation's trial-log rows (see :func:`island_stats`)."""
-    column = pick_fitness_column(frame.columns, fitness_column)
-    evaluated = frame[EVALUATED].fillna(True).to_numpy(dtype=bool) if EVALUATED in frame.columns \
-        else np.ones(len(frame), dtype=bool)
-    stats = generation_stats(frame, column).set_index(ISLAND) if column else None
-    out = []
-    for island, rows in frame.assign(_evaluated=evaluated).groupby(ISLAND):
-        n_evaluated = int(rows["_evaluated"].sum())
-        entry = {
-            "island": int(island),
-            "best_fitness": float(stats.loc[island, "best_fitness"]) if stats is not None and island in stats.index
-            else float("nan"),
-            "median_fitness": float(stats.loc[island, "median_fitness"]) if stats is not None and island in stats.index
-            else float("nan"),
-            "diversity": rows[STRATEGY_ID].nunique() / max(len(rows), 1),
-            "evaluations": n_evaluated,
-        }
-        if seconds:
-            entry["evaluations_per_second"] = n_evaluated / seconds
-        out.append(entry)
-    return out

@@ -25,6 +25,18 @@ def _pyplot():
     return plt
 
 
+def _finish(plt, ax, own: bool, path: str | Path | None):
+    """Lay out a figure this module made and write it to ``path`` (returned); else return ``ax``."""
+    if own:
+        fig = ax.figure
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path)
+            plt.close(fig)
+            return Path(path)
+    return ax
+
+
 def plot_fitness(stats: pd.DataFrame, path: str | Path | None = None, ax=None):
     """Best (solid) and median (dashed) fitness per generation, one colour per island.
 
@@ -44,13 +56,7 @@ def plot_fitness(stats: pd.DataFrame, path: str | Path | None = None, ax=None):
     ax.grid(alpha=0.3)
     if len(stats):
         ax.legend(fontsize=7, ncol=2)
-    if own:
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path)
-            plt.close(fig)
-            return Path(path)
-    return ax
+    return _finish(plt, ax, own, path)
 
 
 def lineage_layout(lineage: Lineage) -> dict[str, tuple[float, float]]:
@@ -116,10 +122,4 @@ def plot_lineage(lineage: Lineage, highlight: Iterable[str] = (), path: str | Pa
                  + ("" if lineage.complete else ", INCOMPLETE") + ")")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="x", alpha=0.3)
-    if own:
-        fig.tight_layout()
-        if path is not None:
-            fig.savefig(path)
-            plt.close(fig)
-            return Path(path)
-    return ax
+    return _finish(plt, ax, own, path)
