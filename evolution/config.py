@@ -192,6 +192,12 @@ class RayConfig(_Model):
     max_restarts: int = Field(3, ge=-1)
     namespace: str = "evolution"
     spread: bool = Field(True, description="spread islands over nodes")
+    lookahead: int = Field(
+        2, ge=0, le=64,
+        description="generations an island actor may run ahead of the driver: islands go on evolving while "
+                    "the driver writes the trial log and checkpoints, and a slow generation on one island "
+                    "is made up over the next ones instead of holding the other back (migration still "
+                    "synchronises). Results do not depend on it.")
 
 
 class RuntimeConfig(_Model):

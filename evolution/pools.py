@@ -1,10 +1,15 @@
 """Island pools: the one parallel seam. ``LocalPool`` runs islands in-process; ``RayPool``
 runs each island as a named Ray actor (``island-0``, ``island-1``, ...).
 
-Both expose ``call(method, args_per_island) -> list`` and ``restore(states)``. A pool
-raises :class:`IslandLost` when an island died mid-call; the driver then restores every
-island from the last checkpoint and replays the generation (deterministic, so the result
-does not change). Ray restarts a dead actor (``max_restarts``); ``restore`` waits for it.
+Both expose ``submit(method, args_per_island) -> handles``, ``collect(handles) -> list``
+(``call`` is the two in one), ``drain(handles)`` and ``restore(states)``. A handle can be
+passed as an argument of a later ``submit`` (Ray resolves it). Calls to one island run in the
+order they were submitted, so the driver can queue up to ``lookahead`` generations ahead
+(``RayPool``; ``LocalPool`` runs a call when it is submitted and has no lookahead). A pool
+raises :class:`IslandLost` when an island died mid-call; the driver then waits for every call
+still queued (``drain``), restores every island from the last checkpoint and replays from the
+generation it lost (deterministic, so the result does not change). Ray restarts a dead actor
+(``max_restarts``); ``restore`` waits for it.
 
 Only entry points call ``ray.init``: ``RayPool`` expects Ray to be initialized.
 """
@@ -27,11 +32,22 @@ class IslandLost(RuntimeError):
 class LocalPool:
     """In-process twin of :class:`RayPool` (unit tests, ``runtime.backend: local``)."""
 
+    lookahead = 0
+
     def __init__(self, config: EvolutionConfig, market: Any, folds: np.ndarray):
         self.islands = [Island(i, config, market, folds) for i in range(config.islands)]
 
-    def call(self, method: str, args: Sequence[tuple]) -> list:
+    def submit(self, method: str, args: Sequence[tuple]) -> list:
         return [getattr(island, method)(*a) for island, a in zip(self.islands, args)]
+
+    def collect(self, handles: Sequence[Any]) -> list:
+        return list(handles)
+
+    def drain(self, handles: Sequence[Any]) -> None:
+        pass
+
+    def call(self, method: str, args: Sequence[tuple]) -> list:
+        return self.collect(self.submit(method, args))
 
     def restore(self, states: Sequence[dict | None]) -> None:
         for island, state in zip(self.islands, states):
@@ -72,6 +88,7 @@ class RayPool:
         options: dict[str, Any] = dict(num_cpus=rc.island_num_cpus, max_restarts=rc.max_restarts, max_task_retries=0)
         if rc.spread:
             options["scheduling_strategy"] = "SPREAD"
+        self.lookahead = rc.lookahead
         self.actors = []
         for i in range(config.islands):
             name = f"island-{i}"
@@ -81,14 +98,26 @@ class RayPool:
                 pass
             self.actors.append(cls.options(name=name, **options).remote(i, config, self.market_ref, folds))
 
-    def call(self, method: str, args: Sequence[tuple]) -> list:
+    def submit(self, method: str, args: Sequence[tuple]) -> list:
+        return [getattr(actor, method).remote(*a) for actor, a in zip(self.actors, args)]
+
+    def collect(self, handles: Sequence[Any]) -> list:
         ray = self._ray
-        refs = [getattr(actor, method).remote(*a) for actor, a in zip(self.actors, args)]
         try:
-            return ray.get(refs)
+            return ray.get(list(handles))
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, IslandStateError) as error:
             # IslandStateError: an actor restarted by Ray (empty) answered; same remedy
             raise IslandLost(str(error)) from error
+
+    def drain(self, handles: Sequence[Any], timeout_s: float = 300.0) -> None:
+        """Wait until every queued call has finished or failed, so none of them can run on an
+        island after it is restored (a call queued for a restarted actor would otherwise)."""
+        refs = list(handles)
+        if refs:
+            self._ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+
+    def call(self, method: str, args: Sequence[tuple]) -> list:
+        return self.collect(self.submit(method, args))
 
     def restore(self, states: Sequence[dict | None], timeout_s: float = 300.0) -> None:
         """Push checkpointed states into every island, waiting for restarted actors."""

@@ -124,30 +124,63 @@ def _migrates(config: EvolutionConfig, generation: int) -> bool:
             and generation + 1 < config.generations)
 
 
-def _generation(pool, config: EvolutionConfig, g: int, states_before: list) -> tuple[list[dict], list, list]:
-    """Run generation g on every island (and its migration); replay it after an island loss."""
+def _submit_generation(pool, config: EvolutionConfig, g: int) -> tuple[list, list, list]:
+    """Queue generation g (and its migration) on every island; returns handles of
+    (rows per island, migration rows per island, state deltas per island)."""
     n = config.islands
-    for attempt in range(MAX_RECOVERIES + 1):
-        try:
-            migrated: list = [[] for _ in range(n)]
-            if _migrates(config, g):
-                stepped = pool.call("step", [(g,)] * n)
-                outgoing = pool.call("emigrants", [(config.migration.size, g)] * n)
-                migrated = pool.call("immigrate", [(outgoing[(i - 1) % n], g) for i in range(n)])
-                deltas = pool.call("state_delta", [(g,)] * n)  # only what is new: the driver holds the rest
-            else:  # one round trip per island
-                stepped, deltas = map(list, zip(*pool.call("step_and_state", [(g,)] * n)))
-            states = [apply_state_delta(before, delta) for before, delta in zip(states_before, deltas)]
-            rows = [r for island_rows in stepped for r in island_rows]
-            rows += [r for island_rows in migrated for r in island_rows]
-            return rows, states, [delta["seen_added"] for delta in deltas]
-        except IslandLost as error:
-            if attempt == MAX_RECOVERIES:
-                raise
-            print(f"evolve: an island was lost in generation {g} ({str(error).splitlines()[0][:120]}); "
-                  "restoring every island from the last checkpoint and replaying", file=sys.stderr)
-            pool.restore(states_before)
-    raise AssertionError("unreachable")
+    if _migrates(config, g):
+        stepped = pool.submit("step", [(g,)] * n)
+        outgoing = pool.submit("emigrants", [(config.migration.size, g)] * n)
+        migrated = pool.submit("immigrate", [(outgoing[(i - 1) % n], g) for i in range(n)])
+        deltas = pool.submit("state_delta", [(g,)] * n)  # only what is new: the driver holds the rest
+        return stepped, migrated, deltas
+    return pool.submit("step_and_state", [(g,)] * n), [], []  # one round trip per island
+
+
+def _collect_generation(pool, queued: tuple[list, list, list], states_before: list) -> tuple[list[dict], list, list]:
+    stepped, migrated, deltas = (pool.collect(handles) for handles in queued)
+    if not deltas:
+        stepped, deltas = map(list, zip(*stepped))
+    states = [apply_state_delta(before, delta) for before, delta in zip(states_before, deltas)]
+    rows = [r for island_rows in stepped for r in island_rows]
+    rows += [r for island_rows in migrated for r in island_rows]
+    return rows, states, [delta["seen_added"] for delta in deltas]
+
+
+class _Queue:
+    """Generations queued on the islands ahead of the driver (``pool.lookahead`` at most).
+
+    Calls to one island run in submission order, so islands go on evolving while the driver
+    writes the trial log and checkpoint of an earlier generation, and a slow generation on one
+    island is made up in the next ones. Migration needs every island's emigrants, so it
+    synchronises the islands, nothing else does. Results are the same with any lookahead: each
+    island's generation depends only on its own state and its seeded generator."""
+
+    def __init__(self, pool, config: EvolutionConfig, start: int):
+        self.pool, self.config = pool, config
+        self.lookahead = max(0, int(getattr(pool, "lookahead", 0)))
+        self.queued: dict[int, tuple] = {}
+        self.next = start
+
+    def take(self, g: int, states_before: list) -> tuple[list[dict], list, list]:
+        """Generation g's rows, states and seen additions; replays it after an island loss."""
+        for attempt in range(MAX_RECOVERIES + 1):
+            last = min(g + self.lookahead, self.config.generations - 1)
+            while self.next <= last:
+                self.queued[self.next] = _submit_generation(self.pool, self.config, self.next)
+                self.next += 1
+            try:
+                return _collect_generation(self.pool, self.queued.pop(g), states_before)
+            except IslandLost as error:
+                if attempt == MAX_RECOVERIES:
+                    raise
+                print(f"evolve: an island was lost in generation {g} ({str(error).splitlines()[0][:120]}); "
+                      "restoring every island from the last checkpoint and replaying", file=sys.stderr)
+                self.pool.drain([h for queued in self.queued.values() for handles in queued for h in handles])
+                self.queued.clear()
+                self.next = g
+                self.pool.restore(states_before)
+        raise AssertionError("unreachable")
 
 
 def execute(
@@ -170,10 +203,11 @@ def execute(
     total_rows = run.trial_rows
     bar = _progress(config, run.start_generation)
     best = -math.inf
+    queue = _Queue(pool, config, run.start_generation)
     try:
         for g in range(run.start_generation, config.generations):
             t0 = time.perf_counter()
-            rows, states_after, seen_added = _generation(pool, config, g, states)
+            rows, states_after, seen_added = queue.take(g, states)
             trials.write_part(run.run_dir, g, rows)
             total_rows += len(rows)
             checkpoint.save(run.checkpoint_dir, g, {

@@ -119,6 +119,34 @@ def test_ray_islands_give_the_local_result_even_when_an_actor_is_killed(ray_sess
     assert (tmp_path / "result.json").read_bytes() == (reference / "result.json").read_bytes()
 
 
+class AheadPool(LocalPool):
+    """The local islands with a lookahead: a call runs when it is submitted, so the islands
+    are as far ahead of the driver as a Ray pool's actors may be."""
+
+    lookahead = 2
+
+
+def test_islands_running_ahead_of_the_driver_give_the_same_result(reference, tmp_path):
+    """The driver queues up to `lookahead` generations (migration included) while it writes the
+    trial log and checkpoints; the islands' work does not depend on it."""
+    config = small_config()
+    run = plan(config, out_dir=tmp_path)
+    pool = AheadPool(config, run.spec.market, run.spec.split.test_ranges())
+    ahead, checkpointed = [], []
+
+    def look(g, p):
+        ahead.append((g, [island.generation for island in p.islands]))
+        saved = json.loads((tmp_path / "checkpoints" / f"generation-{g:05d}.json").read_text())
+        checkpointed.append({s["generation"] for s in saved["states"]})
+
+    execute(run, pool, on_generation=look)
+    last = config.generations - 1
+    assert ahead == [(g, [min(g + 2, last)] * config.islands) for g in range(config.generations)]
+    assert checkpointed == [{g} for g in range(config.generations)]  # the driver's generation, not the islands'
+    assert (tmp_path / "result.json").read_bytes() == (reference / "result.json").read_bytes()
+    assert pd.read_parquet(tmp_path / "trials").equals(pd.read_parquet(reference / "trials"))
+
+
 def test_checkpoints_keep_seen_caches_incrementally_and_rebuild_them_exactly(tmp_path):
     """Each checkpoint holds populations only; seen-GGGGG.json holds what a generation added,
     and the rebuilt caches equal the islands' own, in the same order."""
