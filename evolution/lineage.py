@@ -50,6 +50,7 @@ from evolution.lineage_ops import (
     now_ms,
     write_json_atomic,
 )
+from evolution.trials import part_path
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +264,7 @@ class LineageLogger:
         self.send_workers = send_workers
         self._pending_metrics: list[list] = []
         self._last_flush = 0.0
+        self._sent_parts: set[str] = set()  # trial-log parts queued while searching
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -312,10 +314,17 @@ class LineageLogger:
 
         Also the across-island ``best_fitness`` (max) and ``evaluations_per_second`` (sum).
         Metrics are buffered and sent as one ``log_batch`` at most every ``flush_interval_s``
-        seconds (the first generation at once; the rest at the latest by ``finish``).
+        seconds (the first generation at once; the rest at the latest by ``finish``). The
+        generation's trial-log part, when the engine has written it, goes out now too (it never
+        changes afterwards), so ``finish`` has that much less to send.
         """
         self._require_started()
         at = at_ms if at_ms is not None else now_ms()
+        part = part_path(self.run_dir, generation).relative_to(self.run_dir)
+        if (self.run_dir / part).is_file() and str(part) not in self._sent_parts:
+            self._send({"op": "log_artifact", "run": self.run_key, "path": str(part), "artifact_path": "trial_log",
+                        "time": at})
+            self._sent_parts.add(str(part))
         metrics = []
         best, speed = [], []
         for position, stats in enumerate(per_island_stats):
@@ -420,6 +429,8 @@ class LineageLogger:
         artifacts = [{"op": "log_artifact", "run": key, "path": data.RESULT_FILE, "artifact_path": None, "time": at}]
         for path in data.trial_log_paths(run_dir):
             relative = path.relative_to(run_dir)
+            if str(relative) in self._sent_parts and run_dir == self.run_dir:
+                continue  # sent while searching
             artifact_path = "trial_log" if len(relative.parts) == 1 else str(Path("trial_log", *relative.parts[1:-1]))
             artifacts.append({"op": "log_artifact", "run": key, "path": str(relative), "artifact_path": artifact_path,
                               "time": at})

@@ -278,7 +278,9 @@ def island_stats(run_dir: str | Path, generation: int, seconds: float | None = N
     """
     import pyarrow.parquet as pq
 
-    path = Path(run_dir) / TRIALS_DIR / f"generation-{int(generation):05d}.parquet"
+    from evolution.trials import part_path
+
+    path = part_path(Path(run_dir), generation)
     names = pq.read_schema(path).names
     column = pick_fitness_column(names, fitness_column)
     # only what the statistics need: the part also holds every trial's return series

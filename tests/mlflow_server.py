@@ -121,7 +121,7 @@ class MlflowServer:
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         command = [
             str(Path(sys.executable).parent / "mlflow"), "server",
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", os.environ.get("MLFLOW_WORKERS", "1"),
             "--backend-store-uri", self.backend_store_uri,
             "--artifacts-destination", str(self.artifacts_dir),
         ]

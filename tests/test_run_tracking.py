@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -46,3 +47,38 @@ def test_unreachable_server_spools_and_the_run_succeeds(tmp_path, monkeypatch):
     assert code == 0
     assert (out / "result.json").exists()
     assert any((out / "mlflow_spool").iterdir())
+
+
+def test_trial_log_parts_reach_mlflow_while_the_search_runs(tmp_path):
+    """Each generation's trial-log part is sent when the generation is logged, not at the end;
+    after finish the MLflow copy of the trial log equals the run directory's, part for part."""
+    from evolution_helpers import small_config
+
+    from evolution.lineage import LineageLogger
+    from evolution.lineage_data import island_stats_from_rows
+    from evolution.pools import LocalPool
+    from evolution.runner import execute, plan
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = small_config(generations=3)
+    run = plan(config, out_dir=tmp_path / "run")
+    logger = LineageLogger(uri, experiment="parts", registered_model="parts", asynchronous=False)
+    logger.start(run.run_dir, config.search_dict(), run_id=run.run_id, seed=config.seed, config_id=config.config_id)
+    client = MlflowClient(uri)
+    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("parts").experiment_id])
+    seen = []
+
+    def on_generation(generation, _pool):
+        logger.log_generation(generation, island_stats_from_rows(run.last_rows, 1.0))
+        seen.append(sorted(a.path for a in client.list_artifacts(mlflow_run.info.run_id, "trial_log")))
+
+    execute(run, LocalPool(config, run.spec.market, run.spec.split.test_ranges()), on_generation=on_generation)
+    report = logger.finish(run.run_dir, market=run.spec.market)
+    assert not report.spooled
+    assert seen == [[f"trial_log/generation-{h:05d}.parquet" for h in range(g + 1)] for g in range(3)]
+    copy = client.download_artifacts(mlflow_run.info.run_id, "trial_log", str(tmp_path / "copy"))
+    parts = sorted((run.run_dir / "trials").glob("*.parquet"))
+    assert [p.name for p in parts] == sorted(p.name for p in Path(copy).iterdir())
+    for part in parts:
+        assert (Path(copy) / part.name).read_bytes() == part.read_bytes()
