@@ -4,8 +4,10 @@
                                        [--generations N] [--repeat R] [--tracking-uri URI]
 
 Runs the evolution engine in-process (LocalPool, the same generations as `evolve run`)
-twice per repeat, without and with a LineageLogger (one log_batch per generation from the
-driver, then artifacts, nested hall-of-fame runs and model versions at finish). Without
+twice per repeat, without and with a LineageLogger, wired as `evolve run` wires it: one
+log_batch and the trial-log part per generation from the driver; the hall of fame's nested
+runs and models queued once it is known, while the driver judges it; the judged metrics,
+model versions and run artifacts at finish. Without
 ``--tracking-uri`` a real `mlflow server` (SQLite backend, artifacts proxied by the server,
 one worker: what ``mlflow/server.sh`` starts) runs in a temporary directory; one logged
 warm-up run goes first, as a long-running tracking server has served requests before.
@@ -61,7 +63,8 @@ def run_search(config, out_dir: Path, tracking_uri: str | None) -> tuple[float, 
         last[0] = time.perf_counter()
 
     try:
-        result = execute(run, pool, on_generation=on_generation if logger else None)
+        result = execute(run, pool, on_generation=on_generation if logger else None,
+                         on_hall_of_fame=logger.stage_hall_of_fame if logger else None)
     finally:
         pool.close()
     search_seconds = time.perf_counter() - started

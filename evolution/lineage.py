@@ -265,6 +265,7 @@ class LineageLogger:
         self._pending_metrics: list[list] = []
         self._last_flush = 0.0
         self._sent_parts: set[str] = set()  # trial-log parts queued while searching
+        self._staged: dict[str, int] = {}  # hall-of-fame strategy id -> rank, queued before the judging
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -354,6 +355,30 @@ class LineageLogger:
             self._send({"op": "log_batch", "run": self.run_key, "metrics": self._pending_metrics, "time": at})
             self._pending_metrics = []
         self._last_flush = time.monotonic()
+
+    def stage_hall_of_fame(self, members: Iterable[Mapping[str, Any]], at_ms: int | None = None) -> None:
+        """Queue what the hall of fame needs before it is judged: each member's nested run (its
+        lineage tags and walk-forward metrics), its genome and its logged pyfunc model, side by
+        side on the sender's threads while the driver computes the holdout, DSR and PBO
+        (``evolution.runner.execute(on_hall_of_fame=...)``). ``finish`` then adds the judged
+        metrics, closes the runs and registers the promoted models. Members are given best first
+        (rank 0 first), as in ``result.json``; a model is logged for every member (one that is
+        not promoted keeps its logged model, without a registered version)."""
+        self._require_started()
+        at = at_ms if at_ms is not None else now_ms()
+        groups = []
+        for rank, entry in enumerate(members):
+            sid = str(entry["strategy_id"])
+            key = f"{self.run_key}/{sid}"
+            ops = [self._start_strategy_op(entry, rank, None, at)]
+            metrics = self._metrics(entry, ("walk_forward",), ())
+            if metrics:
+                ops.append({"op": "log_batch", "run": key, "metrics": [m + [at, 0] for m in metrics], "time": at})
+            ops.append(self._genome_op(entry, key, at))
+            ops.append(self._model_op(entry, key, at))
+            groups.append(ops)
+            self._staged[sid] = rank
+        self._sender.submit_parallel(groups)
 
     def finish(self, run_dir: str | Path | None = None, *, status: str = "FINISHED",
                at_ms: int | None = None, market: Any = None) -> LineageReport:
@@ -448,12 +473,9 @@ class LineageLogger:
             self._send(op)
         return full
 
-    def _strategy_ops(self, entry: Mapping, rank: int, promoted: bool, nodes: Mapping[str, data.Node],
-                      result: Mapping, at: int) -> tuple[list[dict], dict | None]:
-        """The nested run of one hall-of-fame strategy (and its logged model), and its registration."""
+    def _start_strategy_op(self, entry: Mapping, rank: int, promoted: bool | None, at: int,
+                           node: data.Node | None = None) -> dict:
         sid = str(entry["strategy_id"])
-        node = nodes.get(sid)
-        key = f"{self.run_key}/{sid}"
         parents = entry.get("parents", list(node.parents) if node else [])
         tags = {
             "strategy_id": sid,
@@ -462,27 +484,56 @@ class LineageLogger:
             "operator": entry.get("operator", node.operator if node else ""),
             "parents": json.dumps(list(parents)),
             "hall_of_fame_rank": rank,
-            "promoted": str(promoted).lower(),
             "run_id": self.run_key,
         }
-        ops = [{"op": "start_run", "key": key, "parent": self.run_key, "run_name": f"hof-{rank:02d}-{sid}",
-                "tags": {k: str(v) for k, v in tags.items()}, "time": at}]
-        metrics = []
-        for block in METRIC_BLOCKS:
+        if promoted is not None:
+            tags["promoted"] = str(promoted).lower()
+        return {"op": "start_run", "key": f"{self.run_key}/{sid}", "parent": self.run_key,
+                "run_name": f"hof-{rank:02d}-{sid}", "tags": {k: str(v) for k, v in tags.items()}, "time": at}
+
+    @staticmethod
+    def _metrics(entry: Mapping, blocks: Iterable[str], names: Iterable[str]) -> list[list]:
+        """[name, value] of the finite metrics of ``blocks`` (as ``block/metric``) and of ``names``."""
+        out = []
+        for block in blocks:
             for name, value in (entry.get("metrics", {}).get(block) or {}).items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value)):
-                    metrics.append([f"{block}/{name}", float(value), at, 0])
-        for name in ("dsr", "pbo"):
+                    out.append([f"{block}/{name}", float(value)])
+        for name in names:
             value = entry.get(name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value)):
-                metrics.append([name, float(value), at, 0])
-        ops.append({"op": "log_batch", "run": key, "metrics": metrics, "time": at})
-        ops.append({"op": "log_dict", "run": key, "data": entry.get("genome"), "artifact_file": "genome.json",
-                    "time": at})
+                out.append([name, float(value)])
+        return out
+
+    @staticmethod
+    def _genome_op(entry: Mapping, key: str, at: int) -> dict:
+        return {"op": "log_dict", "run": key, "data": entry.get("genome"), "artifact_file": "genome.json", "time": at}
+
+    @staticmethod
+    def _model_op(entry: Mapping, key: str, at: int) -> dict:
+        sid = str(entry["strategy_id"])
+        return {"op": "log_model", "run": key, "model": sid, "strategy_id": sid, "genome": entry["genome"],
+                "name": "model", "pip_requirements": list(MODEL_PIP_REQUIREMENTS), "time": at}
+
+    def _strategy_ops(self, entry: Mapping, rank: int, promoted: bool, nodes: Mapping[str, data.Node],
+                      result: Mapping, at: int) -> tuple[list[dict], dict | None]:
+        """The nested run of one hall-of-fame strategy (and its logged model), and its registration.
+        What ``stage_hall_of_fame`` queued already is not queued again."""
+        sid = str(entry["strategy_id"])
+        key = f"{self.run_key}/{sid}"
+        staged = self._staged.get(sid) == rank
+        if staged:
+            ops = [{"op": "log_batch", "run": key, "time": at, "tags": {"promoted": str(promoted).lower()},
+                    "metrics": [m + [at, 0] for m in self._metrics(entry, ("holdout",), ("dsr", "pbo"))]}]
+        else:
+            ops = [self._start_strategy_op(entry, rank, promoted, at, nodes.get(sid)),
+                   {"op": "log_batch", "run": key, "time": at,
+                    "metrics": [m + [at, 0] for m in self._metrics(entry, METRIC_BLOCKS, ("dsr", "pbo"))]},
+                   self._genome_op(entry, key, at)]
         register = None
         if promoted:
-            ops.append({"op": "log_model", "run": key, "model": sid, "strategy_id": sid, "genome": entry["genome"],
-                        "name": "model", "pip_requirements": list(MODEL_PIP_REQUIREMENTS), "time": at})
+            if not staged:
+                ops.append(self._model_op(entry, key, at))
             register = {"op": "register_model", "run": key, "model": sid, "strategy_id": sid,
                         "name": self.registered_model, "time": at,
                         "tags": {"strategy_id": sid, "run_id": self.run_key,

@@ -331,6 +331,10 @@ class OpApplier:
         metrics = [Metric(name, _metric_value(value), int(ts), int(step)) for name, value, ts, step in op.get("metrics", [])]
         params = [Param(k, str(v)) for k, v in sorted(op.get("params", {}).items())]
         tags = [RunTag(k, str(v)) for k, v in sorted(op.get("tags", {}).items())]
+        if (len(params) <= MAX_PARAMS_PER_BATCH and len(tags) <= MAX_TAGS_PER_BATCH
+                and len(params) + len(tags) + len(metrics) <= MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags)  # one request
+            return
         for chunk in _chunks(params, MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=chunk)
         for chunk in _chunks(tags, MAX_TAGS_PER_BATCH):

@@ -127,6 +127,11 @@ class _Lineage:
         self.logger.log_generation(generation, island_stats_from_rows(self._run.last_rows, now - self._last))
         self._last = now
 
+    def on_hall_of_fame(self, members: list[dict]) -> None:
+        """The hall of fame's nested runs and models go out while the driver judges it."""
+        if self.logger is not None:
+            self.logger.stage_hall_of_fame(members)
+
     def finish(self, run) -> None:
         if self.logger is not None:
             report = self.logger.finish(run.run_dir, market=run.spec.market)
@@ -152,7 +157,8 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
     if config.runtime.backend == "local":
         pool = LocalPool(config, run.spec.market, run.spec.split.test_ranges())
         try:
-            result = execute(run, pool, on_generation=lineage.on_generation)
+            result = execute(run, pool, on_generation=lineage.on_generation,
+                             on_hall_of_fame=lineage.on_hall_of_fame)
         finally:
             pool.close()
         print(summary_table(result, run.run_dir), flush=True)  # the result first; lineage goes out after
@@ -173,7 +179,8 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
         started = True
     pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
     try:
-        result = execute(run, pool, on_generation=lineage.on_generation)
+        result = execute(run, pool, on_generation=lineage.on_generation,
+                             on_hall_of_fame=lineage.on_hall_of_fame)
     finally:
         pool.close()
         if started:

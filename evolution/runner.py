@@ -188,8 +188,12 @@ def execute(
     pool,
     *,
     on_generation: Callable[[int, object], None] | None = None,
+    on_hall_of_fame: Callable[[list[dict]], None] | None = None,
 ) -> dict:
-    """Run the remaining generations, then judge the hall of fame and write result.json."""
+    """Run the remaining generations, then judge the hall of fame and write result.json.
+
+    ``on_generation(g, pool)`` after each generation's trial-log part and checkpoint;
+    ``on_hall_of_fame(members)`` between the search and the judging (see :func:`build_result`)."""
     config = run.config
     started = time.perf_counter()
     timing = {"generations": []}
@@ -232,7 +236,7 @@ def execute(
         if bar is not None:
             bar.close()
     t_judge = time.perf_counter()
-    result = build_result(run)
+    result = build_result(run, on_hall_of_fame)
     (run.run_dir / "result.json").write_text(dump_result(result))
     total_eval = sum(t["evaluations"] for t in timing["generations"])
     total_gen_s = sum(t["seconds"] for t in timing["generations"])
@@ -317,32 +321,31 @@ def _clean(value):
     return value
 
 
-def build_result(run: RunPlan) -> dict:
+def build_result(run: RunPlan, on_hall_of_fame: Callable[[list[dict]], None] | None = None) -> dict:
+    """The result: the distinct hall of fame judged on the holdout. ``on_hall_of_fame(members)``
+    is called once the hall of fame is known and before it is judged, with each member as it
+    will appear in the result minus what the judging adds (holdout metrics, DSR, PBO, gates)."""
     config = run.config
     frame = trials.read_trials(run.run_dir)
     ranked = rank_trials(frame, config)
     hof = distinct_hall_of_fame(ranked, config.hall_of_fame)
-    verdicts = judge(hof, ranked, run.spec, config) if len(hof) else []
     summary_cols = [c for c in ranked.columns if c.startswith("wf_")]
-    members = []
-    for (_, row), verdict in zip(hof.iterrows(), verdicts):
-        members.append({
-            "strategy_id": row["strategy_id"],
-            "genome": json.loads(row["genome"]),
-            "fitness": dict(zip(config.selection.objectives, row["fitness"])),
-            "metrics": {
-                "walk_forward": {c[3:]: row[c] for c in summary_cols},
-                "holdout": verdict["holdout"],
-            },
-            "dsr": verdict["dsr"],
-            "pbo": verdict["pbo"],
-            "gates": verdict["gates"],
-            "promoted": verdict["promoted"],
-            "generation": int(row["generation"]),
-            "island": int(row["island"]),
-            "operator": row["operator"],
-            "parents": list(row["parents"]),
-        })
+    members = [{
+        "strategy_id": row["strategy_id"],
+        "genome": json.loads(row["genome"]),
+        "fitness": dict(zip(config.selection.objectives, row["fitness"])),
+        "metrics": {"walk_forward": {c[3:]: row[c] for c in summary_cols}},
+        "generation": int(row["generation"]),
+        "island": int(row["island"]),
+        "operator": row["operator"],
+        "parents": list(row["parents"]),
+    } for _, row in hof.iterrows()]
+    if on_hall_of_fame is not None and members:
+        on_hall_of_fame(_clean(members))
+    verdicts = judge(hof, ranked, run.spec, config) if len(hof) else []
+    for member, verdict in zip(members, verdicts):
+        member["metrics"]["holdout"] = verdict["holdout"]
+        member.update({key: verdict[key] for key in ("dsr", "pbo", "gates", "promoted")})
     split = run.spec.split
     result = {
         "run_id": run.run_id,

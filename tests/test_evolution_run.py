@@ -200,3 +200,23 @@ def test_island_statistics_from_rows_in_memory_equal_those_read_from_the_trial_l
     run = plan(config, out_dir=tmp_path)
     execute(run, LocalPool(config, run.spec.market, run.spec.split.test_ranges()), on_generation=compare)
     assert seen == list(range(config.generations))
+
+
+def test_the_hall_of_fame_is_handed_over_before_it_is_judged(reference, tmp_path):
+    """`on_hall_of_fame` (lineage starts sending the nested runs and models then) gets every
+    member as the result will hold it, without what the judging adds, before result.json exists."""
+    config = small_config()
+    handed = []
+
+    def on_hall_of_fame(members):
+        assert not (tmp_path / "result.json").exists()
+        handed.append(members)
+
+    run = plan(config, out_dir=tmp_path)
+    execute(run, LocalPool(config, run.spec.market, run.spec.split.test_ranges()), on_hall_of_fame=on_hall_of_fame)
+    result = json.loads((reference / "result.json").read_text())
+    judged = ("dsr", "pbo", "gates", "promoted")
+    expected = [{k: v for k, v in m.items() if k not in judged} | {"metrics": {"walk_forward": m["metrics"]["walk_forward"]}}
+                for m in result["hall_of_fame"]]
+    assert handed == [expected]
+    assert (tmp_path / "result.json").read_bytes() == (reference / "result.json").read_bytes()

@@ -82,3 +82,40 @@ def test_trial_log_parts_reach_mlflow_while_the_search_runs(tmp_path):
     assert [p.name for p in parts] == sorted(p.name for p in Path(copy).iterdir())
     for part in parts:
         assert (Path(copy) / part.name).read_bytes() == part.read_bytes()
+
+
+def test_every_hall_of_fame_strategy_gets_its_run_scores_and_model_and_promoted_ones_a_version(tmp_path, monkeypatch):
+    """`evolve run` queues the hall of fame's nested runs and models while it judges them, and
+    adds the judged scores after: each nested run ends with both, every member has a logged
+    model of its own run, and exactly the promoted members have a registered version."""
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("EVOLVE_TRACKING", raising=False)
+    config = yaml.safe_load(open("configs/demo.yaml"))  # a market with an edge, and a drawdown gate that
+    config.update(generations=4, hall_of_fame=6)         # some of the hall of fame fails
+    config["gates"]["max_drawdown"] = 0.05
+    config["runtime"] = {"backend": "local", "progress": False}
+    (tmp_path / "mixed.yaml").write_text(yaml.safe_dump(config))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(tmp_path / "mixed.yaml"), "--out", str(out), "--tracking-uri", uri]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert 0 < len(result["promoted"]) < len(result["hall_of_fame"])
+    client = MlflowClient(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    children = {r.data.tags["strategy_id"]: r for r in client.search_runs(experiments)
+                if "mlflow.parentRunId" in r.data.tags}
+    assert len(children) == len(result["hall_of_fame"]) >= 1
+    models = client.search_logged_models(experiments)
+    by_run = {m.source_run_id: m for m in models}
+    for rank, member in enumerate(result["hall_of_fame"]):
+        child = children[member["strategy_id"]]
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["promoted"] == str(member["promoted"]).lower()
+        assert child.data.tags["hall_of_fame_rank"] == str(rank)
+        assert child.data.metrics["walk_forward/sharpe"] == pytest.approx(member["metrics"]["walk_forward"]["sharpe"])
+        assert child.data.metrics["holdout/sharpe"] == pytest.approx(member["metrics"]["holdout"]["sharpe"])
+        assert "genome.json" in {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert by_run[child.info.run_id].tags["strategy_id"] == member["strategy_id"]
+    versions = client.search_model_versions("name = 'strategy-evolution'")
+    assert sorted(v.tags["strategy_id"] for v in versions) == sorted(result["promoted"])
