@@ -1,6 +1,6 @@
 """Search wall time with and without MLflow lineage logging (target: logging adds <= 5%).
 
-    python benchmarks/bench_lineage.py [--sizes demo,production] [--config configs/demo.yaml]
+    python benchmarks/bench_lineage.py [--sizes demo,production,long] [--config configs/demo.yaml]
                                        [--generations N] [--repeat R] [--tracking-uri URI]
 
 Runs the evolution engine in-process (LocalPool, the same generations as `evolve run`)
@@ -12,12 +12,13 @@ model versions and run artifacts at finish. Without
 one worker: what ``mlflow/server.sh`` starts) runs in a temporary directory; one logged
 warm-up run goes first, as a long-running tracking server has served requests before.
 
-Two sizes, each with 10 hall-of-fame strategies and up to 10 model versions at the end:
+Three sizes, each with 10 hall-of-fame strategies and up to 10 model versions at the end:
 ``demo`` is configs/demo.yaml as it is (2 islands x 48, 50,000 bars, 20 generations, a
 few seconds); ``production`` is the same search at the size of the evolution benchmark
-(2 islands x 128, 100,000 bars, 20 generations). The fixed cost at the end (nested runs,
-model versions, artifacts) does not grow with the search, so its share shrinks as the
-search grows. Prints one line per measurement and the overhead of the median times.
+(2 islands x 128, 100,000 bars, 20 generations); ``long`` runs that for 60 generations
+(about 40 s here, still a short search for a desk). The fixed cost at the end (nested
+runs, model versions, artifacts) does not grow with the search, so its share shrinks as
+the search grows. Prints one line per measurement and the overhead of the median times.
 """
 from __future__ import annotations
 
@@ -82,13 +83,14 @@ def run_search(config, out_dir: Path, tracking_uri: str | None) -> tuple[float, 
 SIZES = {
     "demo": {},
     "production": {"population": 128, "market.synthetic.n_bars": 100_000},
+    "long": {"population": 128, "market.synthetic.n_bars": 100_000, "generations": 60},
 }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
-    parser.add_argument("--sizes", default="demo,production", help="comma-separated: " + ", ".join(SIZES))
+    parser.add_argument("--sizes", default="demo,production,long", help="comma-separated: " + ", ".join(SIZES))
     parser.add_argument("--generations", type=int, help="override the config's generations")
     parser.add_argument("--repeat", type=int, help="measurements per size (default: 3 for demo, 1 otherwise)")
     parser.add_argument("--tracking-uri")
@@ -111,25 +113,29 @@ def main() -> int:
             server = MlflowServer.sqlite(tmp / "store").start()
             uri = server.url
         try:
+            warmed_bars = None
             for name in sizes:
                 overrides = {"runtime.progress": False, "runtime.backend": "local", **SIZES[name]}
                 if args.generations:
                     overrides["generations"] = args.generations
                 config = base.with_overrides(**overrides)
-                repeat = args.repeat or (3 if name == "demo" else 1)
+                repeat = args.repeat or {"demo": 3, "production": 2}.get(name, 1)
                 print(f"[{name}] {config.islands} islands x {config.population}, "
                       f"{config.market.synthetic.n_bars:,} bars, {config.generations} generations, "
                       f"hall of fame {config.hall_of_fame}")
-                measure(config, tmp / name, uri, repeat, warm_server=name == sizes[0])
+                n_bars = config.market.synthetic.n_bars
+                measure(config, tmp / name, uri, repeat, warm_server=name == sizes[0],
+                        warm_up=n_bars != warmed_bars)  # a market of the same size is warm already
+                warmed_bars = n_bars
         finally:
             if server is not None:
                 server.close()
     return 0
 
 
-def measure(config, tmp: Path, uri: str, repeat: int, warm_server: bool) -> None:
-
-    run_search(config, tmp / "warmup", uri if warm_server else None)  # numba caches, imports, the server
+def measure(config, tmp: Path, uri: str, repeat: int, warm_server: bool, warm_up: bool = True) -> None:
+    if warm_up or warm_server:
+        run_search(config, tmp / "warmup", uri if warm_server else None)  # numba caches, imports, the server
     plain, logged, in_logger, searching = [], [], [], []
     for r in range(repeat):
         seconds, _, result, _ = run_search(config, tmp / f"plain-{r}", None)
