@@ -248,11 +248,13 @@ def record_fixture_run(run_dir: str | Path, **kwargs) -> tuple[dict, list[tuple[
 def replay_fixture_run(logger, source_dir: str | Path, run_dir: str | Path,
                        generations: list[tuple[int, list[dict]]], *,
                        after_generation: Callable[[int], None] | None = None, at_ms: int | None = None,
-                       with_market: bool = False):
+                       with_market: bool = False, stage: bool = True):
     """Drive a lineage logger through a recorded run as the evolution engine would, in ``run_dir``.
 
     The run directory's files appear as they would in a live run: the trial log and
-    ``result.json`` only before ``finish``. ``at_ms`` pins every timestamp (for comparisons).
+    ``result.json`` only before ``finish``. With ``stage`` the hall of fame is handed to
+    ``stage_hall_of_fame`` before ``result.json`` appears, as ``evolve run`` does between
+    the search and the judging. ``at_ms`` pins every timestamp (for comparisons).
     """
     import shutil
 
@@ -264,10 +266,15 @@ def replay_fixture_run(logger, source_dir: str | Path, run_dir: str | Path,
         logger.log_generation(generation, stats, at_ms=at_ms)
         if after_generation is not None:
             after_generation(generation)
-    for name in ("trials.parquet", "trials", "result.json"):
+    for name in ("trials.parquet", "trials"):
         path = source_dir / name
         if path.is_dir():
             shutil.copytree(path, run_dir / name, dirs_exist_ok=True)
         elif path.is_file():
             shutil.copy2(path, run_dir / name)
+    if stage and result.get("hall_of_fame"):  # what the engine knows before judging
+        logger.stage_hall_of_fame([{k: v for k, v in m.items() if k not in ("dsr", "pbo", "gates", "promoted")}
+                                   | {"metrics": {"walk_forward": m["metrics"]["walk_forward"]}}
+                                   for m in result["hall_of_fame"]], at_ms=at_ms)
+    shutil.copy2(source_dir / "result.json", run_dir / "result.json")
     return logger.finish(run_dir, at_ms=at_ms, market=fixture_market(result) if with_market else None)
