@@ -371,9 +371,9 @@ class LineageLogger:
             sid = str(entry["strategy_id"])
             key = f"{self.run_key}/{sid}"
             ops = [self._start_strategy_op(entry, rank, None, at)]
-            metrics = self._metrics(entry, ("walk_forward",), ())
+            metrics = self._metrics(entry, ("walk_forward",), (), at)
             if metrics:
-                ops.append({"op": "log_batch", "run": key, "metrics": [m + [at, 0] for m in metrics], "time": at})
+                ops.append({"op": "log_batch", "run": key, "metrics": metrics, "time": at})
             ops.append(self._genome_op(entry, key, at))
             ops.append(self._model_op(entry, key, at))
             groups.append(ops)
@@ -492,18 +492,14 @@ class LineageLogger:
                 "run_name": f"hof-{rank:02d}-{sid}", "tags": {k: str(v) for k, v in tags.items()}, "time": at}
 
     @staticmethod
-    def _metrics(entry: Mapping, blocks: Iterable[str], names: Iterable[str]) -> list[list]:
-        """[name, value] of the finite metrics of ``blocks`` (as ``block/metric``) and of ``names``."""
-        out = []
-        for block in blocks:
-            for name, value in (entry.get("metrics", {}).get(block) or {}).items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value)):
-                    out.append([f"{block}/{name}", float(value)])
-        for name in names:
-            value = entry.get(name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value)):
-                out.append([name, float(value)])
-        return out
+    def _metrics(entry: Mapping, blocks: Iterable[str], names: Iterable[str], at: int) -> list[list]:
+        """Metric rows [name, value, time, step 0] of the numeric, non-NaN values of ``blocks``
+        (as ``block/metric``) and of ``names`` (infinities go through: see ``_metric_value``)."""
+        values = [(f"{block}/{name}", value) for block in blocks
+                  for name, value in (entry.get("metrics", {}).get(block) or {}).items()]
+        values += [(name, entry.get(name)) for name in names]
+        return [[name, float(value), at, 0] for name, value in values
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value))]
 
     @staticmethod
     def _genome_op(entry: Mapping, key: str, at: int) -> dict:
@@ -524,11 +520,11 @@ class LineageLogger:
         staged = self._staged.get(sid) == rank
         if staged:
             ops = [{"op": "log_batch", "run": key, "time": at, "tags": {"promoted": str(promoted).lower()},
-                    "metrics": [m + [at, 0] for m in self._metrics(entry, ("holdout",), ("dsr", "pbo"))]}]
+                    "metrics": self._metrics(entry, ("holdout",), ("dsr", "pbo"), at)}]
         else:
             ops = [self._start_strategy_op(entry, rank, promoted, at, nodes.get(sid)),
                    {"op": "log_batch", "run": key, "time": at,
-                    "metrics": [m + [at, 0] for m in self._metrics(entry, METRIC_BLOCKS, ("dsr", "pbo"))]},
+                    "metrics": self._metrics(entry, METRIC_BLOCKS, ("dsr", "pbo"), at)},
                    self._genome_op(entry, key, at)]
         register = None
         if promoted:

@@ -323,5 +323,3 @@ def island_stats_from_rows(rows: Iterable[Mapping], seconds: float | None = None
             entry["evaluations_per_second"] = len(evaluated) / seconds
         out.append(entry)
     return out
-
-

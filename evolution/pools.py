@@ -29,10 +29,22 @@ class IslandLost(RuntimeError):
     """An island actor died during a call; its in-memory state is gone."""
 
 
-class LocalPool:
-    """In-process twin of :class:`RayPool` (unit tests, ``runtime.backend: local``)."""
-
+class _Pool:
     lookahead = 0
+
+    def submit(self, method: str, args: Sequence[tuple]) -> list:
+        raise NotImplementedError
+
+    def collect(self, handles: Sequence[Any]) -> list:
+        raise NotImplementedError
+
+    def call(self, method: str, args: Sequence[tuple]) -> list:
+        """``method`` on every island with its own arguments; their answers in island order."""
+        return self.collect(self.submit(method, args))
+
+
+class LocalPool(_Pool):
+    """In-process twin of :class:`RayPool` (unit tests, ``runtime.backend: local``)."""
 
     def __init__(self, config: EvolutionConfig, market: Any, folds: np.ndarray):
         self.islands = [Island(i, config, market, folds) for i in range(config.islands)]
@@ -44,10 +56,7 @@ class LocalPool:
         return list(handles)
 
     def drain(self, handles: Sequence[Any]) -> None:
-        pass
-
-    def call(self, method: str, args: Sequence[tuple]) -> list:
-        return self.collect(self.submit(method, args))
+        pass  # every call ran when it was submitted
 
     def restore(self, states: Sequence[dict | None]) -> None:
         for island, state in zip(self.islands, states):
@@ -73,7 +82,7 @@ def _actor_class():
     return RayIsland
 
 
-class RayPool:
+class RayPool(_Pool):
     """Named island actors; the market is ``ray.put`` once and shared by reference."""
 
     def __init__(self, config: EvolutionConfig, market: Any, folds: np.ndarray, market_ref: Any = None):
@@ -115,9 +124,6 @@ class RayPool:
         refs = list(handles)
         if refs:
             self._ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-
-    def call(self, method: str, args: Sequence[tuple]) -> list:
-        return self.collect(self.submit(method, args))
 
     def restore(self, states: Sequence[dict | None], timeout_s: float = 300.0) -> None:
         """Push checkpointed states into every island, waiting for restarted actors."""

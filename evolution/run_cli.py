@@ -180,7 +180,7 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
     pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
     try:
         result = execute(run, pool, on_generation=lineage.on_generation,
-                             on_hall_of_fame=lineage.on_hall_of_fame)
+                         on_hall_of_fame=lineage.on_hall_of_fame)
     finally:
         pool.close()
         if started:
