@@ -17,7 +17,8 @@ How the evolution engine calls it::
     report = logger.finish(run_dir)               # artifacts, nested runs, model versions
 
 Logging never slows the search: calls only queue operations (one ``log_batch`` per
-generation) for a background thread. When the tracking server cannot be reached, the run
+generation) for a child process that sends them (:mod:`evolution.lineage_ship`), so sending
+never takes the driver's interpreter lock from the search or the judging. When the tracking server cannot be reached, the run
 goes on: that operation and all after it are spooled to ``RUN_DIR/mlflow_spool/`` and
 ``evolve sync RUN_DIR`` (:func:`sync_run_directory`) sends them later.
 :func:`log_run_directory` logs a finished run directory after the fact.
@@ -28,7 +29,6 @@ import json
 import logging
 import math
 import os
-import queue
 import subprocess
 import threading
 import time
@@ -50,6 +50,7 @@ from evolution.lineage_ops import (
     now_ms,
     write_json_atomic,
 )
+from evolution.lineage_ship import ProcessSender, Sender
 from evolution.trials import part_path
 
 log = logging.getLogger(__name__)
@@ -119,118 +120,6 @@ class LineageReport:
     send_seconds: dict[str, float] = field(default_factory=dict)
 
 
-class _Sender:
-    """Applies operations in order on a background thread; spools them once anything fails.
-
-    ``submit_parallel`` hands over independent groups of operations (one hall-of-fame
-    strategy each): they go out on up to ``workers`` threads, each group in its own order,
-    and everything queued after them waits until all are through. Once any operation fails,
-    that operation and every later one (of any group) is spooled instead of sent.
-    """
-
-    def __init__(self, applier: OpApplier, spool: Spool, asynchronous: bool, retries: int, timeout_s: int,
-                 workers: int = 4):
-        self.applier = applier
-        self.spool = spool
-        self.spooling = spool.exists() and spool.pending() > 0
-        self.error: str | None = None
-        self.seconds: dict[str, float] = {}  # time spent sending, per operation kind (summed over threads)
-        self.retries, self.timeout_s = retries, timeout_s
-        self.workers = max(1, int(workers))
-        self._lock = threading.Lock()
-        self._queue: queue.Queue | None = queue.Queue() if asynchronous else None
-        self._thread: threading.Thread | None = None
-        if self._queue is not None:
-            self._thread = threading.Thread(target=self._loop, name="lineage-sender", daemon=True)
-            self._thread.start()
-
-    def submit(self, op: dict) -> None:
-        if self._queue is None:
-            self._deliver(op)
-        else:
-            self._queue.put(op)
-
-    def submit_parallel(self, groups: list[list[dict]]) -> None:
-        groups = [group for group in groups if group]
-        if self._queue is None:
-            self._deliver_groups(groups)
-        else:
-            self._queue.put(("parallel", groups))
-
-    def warm(self, task) -> None:
-        """Run ``task()`` on the sender thread when it is idle: preparation, never spooled, errors ignored."""
-        if self._queue is not None:
-            self._queue.put(task)
-
-    def close(self) -> None:
-        if self._queue is not None and self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _loop(self) -> None:
-        while True:
-            op = self._queue.get()
-            if op is None:
-                return
-            if callable(op):
-                try:
-                    op()
-                except Exception as error:  # only preparation: the operations that need it redo it
-                    log.debug("lineage warm-up failed: %s", error)
-                continue
-            if isinstance(op, tuple):
-                self._deliver_groups(op[1])
-                continue
-            self._deliver(op)
-
-    def _deliver_groups(self, groups: list[list[dict]]) -> None:
-        if self.spooling or self.workers == 1 or len(groups) < 2:
-            for group in groups:
-                for op in group:
-                    self._deliver(op)
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        def run(group: list[dict]) -> None:
-            for op in group:
-                self._deliver(op, bounded=False)
-
-        # MLflow reads its retry settings from the environment: set them once around all threads
-        with fail_fast(self.retries, self.timeout_s), \
-                ThreadPoolExecutor(min(self.workers, len(groups)), thread_name_prefix="lineage-send") as pool:
-            for future in [pool.submit(run, group) for group in groups]:
-                future.result()
-
-    def _deliver(self, op: dict, bounded: bool = True) -> None:
-        if not self.spooling:
-            started = time.perf_counter()
-            try:
-                if bounded:
-                    with fail_fast(self.retries, self.timeout_s):
-                        self.applier.apply(op)
-                else:
-                    self.applier.apply(op)
-                with self._lock:
-                    self.seconds[op["op"]] = self.seconds.get(op["op"], 0.0) + time.perf_counter() - started
-                return
-            except Exception as error:  # the run goes on: everything from here on is spooled
-                with self._lock:
-                    if not self.spooling:
-                        self.spooling = True
-                        self.error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                        log.warning("MLflow tracking at %s failed (%s); spooling lineage to %s; send it later "
-                                    "with `evolve sync %s`", self.applier.state.tracking_uri, self.error,
-                                    self.spool.dir, self.spool.run_dir)
-                        state = self.applier.state
-                        state.applied = len(self.spool.read_ops())
-                        self.spool.save_state(state)
-                    self.spool.append(op)
-                return
-        with self._lock:
-            self.spool.append(op)
-
-
 class LineageLogger:
     """Sends a run's lineage to MLflow from the driver; spools it when the server is away."""
 
@@ -247,6 +136,7 @@ class LineageLogger:
         model_code: str | Path | None = None,
         flush_interval_s: float = 5.0,
         send_workers: int = 4,
+        in_process: bool = False,
     ):
         self.tracking_uri = tracking_uri or default_tracking_uri()
         self.experiment = experiment
@@ -258,7 +148,8 @@ class LineageLogger:
         self.model_code = Path(model_code) if model_code else default_model_code()
         self.run_dir: Path | None = None
         self.run_key: str | None = None
-        self._sender: _Sender | None = None
+        self.in_process = in_process
+        self._sender: Sender | ProcessSender | None = None
         self._generation_rows: list[dict] = []
         self.flush_interval_s = flush_interval_s
         self.send_workers = send_workers
@@ -277,17 +168,21 @@ class LineageLogger:
         Calling ``start`` again with the same ``run_id`` (a resumed run) continues the same
         MLflow run.
         """
-        from mlflow import MlflowClient
-
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.run_key = str(run_id) if run_id is not None else uuid.uuid4().hex
         spool = Spool(self.run_dir)
         state = (spool.load_state() if spool.exists()
                  else SyncState(tracking_uri=self.tracking_uri, experiment_name=self.experiment))
-        applier = OpApplier(MlflowClient(self.tracking_uri), state, self.run_dir, self.model_code)
-        self._sender = _Sender(applier, spool, self.asynchronous, self.http_retries, self.http_timeout_s,
-                              workers=self.send_workers)
+        if self.asynchronous and not self.in_process:
+            self._sender = ProcessSender(self.tracking_uri, state, self.run_dir, self.model_code, self.http_retries,
+                                         self.http_timeout_s, workers=self.send_workers)
+        else:
+            from mlflow import MlflowClient
+
+            applier = OpApplier(MlflowClient(self.tracking_uri), state, self.run_dir, self.model_code)
+            self._sender = Sender(applier, spool, self.asynchronous, self.http_retries, self.http_timeout_s,
+                                  workers=self.send_workers)
         all_tags = {"run_id": self.run_key}
         if seed is not None:
             all_tags["seed"] = seed
@@ -305,8 +200,9 @@ class LineageLogger:
         if params:
             self._send({"op": "log_batch", "run": self.run_key, "params": params, "time": at})
         # while the search runs: the pyfunc model template and matplotlib, so finish() only sends
-        self._sender.warm(lambda: applier.prepare(list(MODEL_PIP_REQUIREMENTS)))
-        self._sender.warm(_import_plotting)
+        self._sender.prepare_model(list(MODEL_PIP_REQUIREMENTS))
+        if self.asynchronous:
+            threading.Thread(target=_import_plotting, name="lineage-import-plotting", daemon=True).start()
         return self.run_key
 
     def log_generation(self, generation: int, per_island_stats: Iterable[Mapping[str, Any]],
@@ -413,14 +309,14 @@ class LineageLogger:
         self._sender.submit(op)
 
     def _log_results(self, run_dir: Path, at: int, market: Any = None) -> data.Lineage | None:
-        """Write the lineage files and pictures, then queue the run's summary, artifacts and
-        hall-of-fame strategies.
+        """Queue the run's summary, artifacts and hall-of-fame strategies, then write the lineage
+        files and pictures and queue them too.
 
-        On the wire: summary metrics; then the run's artifacts and every hall-of-fame
-        strategy (nested run, scores, genome, logged model) side by side; then the model
-        registrations one by one in hall-of-fame order (stable version numbers). The
-        pictures are drawn before anything is queued: sending is CPU-bound on a small
-        machine (client and server), so drawing meanwhile only slows both.
+        On the wire: summary metrics; then ``result.json``, the trial-log parts not sent yet and
+        every hall-of-fame strategy (the rest of its nested run and, when it was not staged,
+        its genome and logged model) side by side; then the model registrations one by one in
+        hall-of-fame order (stable version numbers); then the lineage files. The sender (a child
+        process) works through the first three while the driver draws the pictures.
         """
         result = data.read_result(run_dir)
         columns = data.trial_log_columns(run_dir)
@@ -430,19 +326,6 @@ class LineageLogger:
         hof_ids = data.hall_of_fame_ids(result)
         nodes = data.first_appearances(trials)
         full = data.ancestry(hof_ids, nodes)
-        if market is not None:
-            write_equity_curves(run_dir, market, top=self.lineage_top)
-        shown = data.ancestry(hof_ids[: self.lineage_top], nodes)
-        out = run_dir / LINEAGE_DIR
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "lineage.json", {**full.to_dict(), "hall_of_fame": hof_ids})
-        stats = pd.DataFrame(self._generation_rows) if self._generation_rows else data.generation_stats(trials)
-        if len(stats):
-            stats.to_csv(out / "generations.csv", index=False)
-        from evolution.lineage_plots import plot_fitness, plot_lineage
-
-        plot_fitness(stats, out / "fitness.png")
-        plot_lineage(shown, hof_ids[: self.lineage_top], out / "lineage.png")
 
         key = self.run_key
         metrics = [["n_trials", float(result.get("n_trials", len(nodes))), at, 0],
@@ -459,8 +342,6 @@ class LineageLogger:
             artifact_path = "trial_log" if len(relative.parts) == 1 else str(Path("trial_log", *relative.parts[1:-1]))
             artifacts.append({"op": "log_artifact", "run": key, "path": str(relative), "artifact_path": artifact_path,
                               "time": at})
-        artifacts.append({"op": "log_artifact", "run": key, "path": LINEAGE_DIR, "artifact_path": LINEAGE_DIR,
-                          "time": at})
         promoted = set(result.get("promoted", []))
         groups, registrations = [artifacts], []
         for rank, entry in enumerate(hof):
@@ -471,6 +352,21 @@ class LineageLogger:
         self._sender.submit_parallel(groups)
         for op in registrations:
             self._send(op)
+
+        if market is not None:
+            write_equity_curves(run_dir, market, top=self.lineage_top)
+        shown = data.ancestry(hof_ids[: self.lineage_top], nodes)
+        out = run_dir / LINEAGE_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "lineage.json", {**full.to_dict(), "hall_of_fame": hof_ids})
+        stats = pd.DataFrame(self._generation_rows) if self._generation_rows else data.generation_stats(trials)
+        if len(stats):
+            stats.to_csv(out / "generations.csv", index=False)
+        from evolution.lineage_plots import plot_fitness, plot_lineage
+
+        plot_fitness(stats, out / "fitness.png")
+        plot_lineage(shown, hof_ids[: self.lineage_top], out / "lineage.png")
+        self._send({"op": "log_artifact", "run": key, "path": LINEAGE_DIR, "artifact_path": LINEAGE_DIR, "time": at})
         return full
 
     def _start_strategy_op(self, entry: Mapping, rank: int, promoted: bool | None, at: int,
@@ -540,7 +436,7 @@ class LineageLogger:
 
     def _report(self, run_dir: Path, lineage: data.Lineage | None) -> LineageReport:
         sender = self._sender
-        state = sender.applier.state
+        state = sender.state
         spool = sender.spool
         pending = spool.pending() if sender.spooling else 0
         if not sender.spooling:
@@ -558,9 +454,13 @@ class LineageLogger:
 
 
 def _import_plotting() -> None:
-    from evolution.lineage_plots import _pyplot
+    """matplotlib for ``finish``, imported while the search runs (errors surface at ``finish``)."""
+    try:
+        from evolution.lineage_plots import _pyplot
 
-    _pyplot()
+        _pyplot()
+    except Exception as error:  # pragma: no cover - finish imports it again and reports
+        log.debug("importing matplotlib ahead of time failed: %s", error)
 
 
 def run_folds(result: Mapping, n_bars: int) -> tuple[list[list[int]], list[int]]:

@@ -25,6 +25,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+# As mlflow/server.sh starts it: gunicorn serving MLflow's Flask app (threads for the parallel
+# uploads), no GenAI job runner.
+GUNICORN_OPTS = "--threads 4 --timeout 120"
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
 PG_DATABASE = "test"
@@ -124,11 +127,14 @@ class MlflowServer:
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", os.environ.get("MLFLOW_WORKERS", "1"),
             "--backend-store-uri", self.backend_store_uri,
             "--artifacts-destination", str(self.artifacts_dir),
+            "--gunicorn-opts", os.environ.get("MLFLOW_GUNICORN_OPTS", GUNICORN_OPTS),
         ]
         if not Path(command[0]).exists():
             command[:1] = [sys.executable, "-m", "mlflow"]
         env = dict(os.environ)
         env.pop("MLFLOW_TRACKING_URI", None)
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         log = open(self.log_path, "ab")
         self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)

@@ -73,7 +73,10 @@ def test_outage_then_sync_leaves_the_store_as_without_outage(recorded, reference
             if generation == stop_after:
                 server.stop()
 
-        logger = LineageLogger(server.url, experiment=EXPERIMENT, registered_model=MODEL)
+        # the "finish" outage is timed from inside the sender, so that one sends from threads of this
+        # process; the other two send from the logger's child process, as evolve run does
+        logger = LineageLogger(server.url, experiment=EXPERIMENT, registered_model=MODEL,
+                               in_process=stop_after == "finish")
         report = replay_fixture_run(logger, source, run_dir, generations, after_generation=outage, at_ms=AT)
         # the run went on and kept everything on disk
         assert report.spooled and report.pending_ops > 0 and report.lineage_complete
@@ -102,6 +105,41 @@ def test_outage_then_sync_leaves_the_store_as_without_outage(recorded, reference
         assert ours == theirs, key
     assert after["versions"] == reference["versions"]
     assert after["aliases"] == reference["aliases"] and set(after["aliases"]) == {"champion", "previous-champion"}
+    assert after["registered_tags"] == reference["registered_tags"]
+
+
+@pytest.mark.slow
+def test_a_killed_sender_process_loses_nothing(recorded, reference, tmp_path, capsys):
+    """The logger's child process dies mid-run (killed; the server stays up): the driver cannot
+    know which operations went through, so it spools all of them; `evolve sync` replays them and
+    the store ends up exactly as after a run where nothing happened."""
+    source, result, generations = recorded
+    run_dir = tmp_path / "run"
+    with MlflowServer.sqlite(tmp_path / "store") as server:
+        logger = LineageLogger(server.url, experiment=EXPERIMENT, registered_model=MODEL)
+
+        def kill_the_sender(generation: int) -> None:
+            if generation == 1:
+                logger._sender._process.kill()
+                logger._sender._process.wait()
+
+        report = replay_fixture_run(logger, source, run_dir, generations, after_generation=kill_the_sender,
+                                    at_ms=AT)
+        assert report.spooled and report.lineage_complete
+        assert report.pending_ops == len(Spool(run_dir).read_ops()) > 0  # every operation of the run
+        assert not (run_dir / "mlflow_run.json").exists()
+        assert main(["sync", str(run_dir)]) == 0
+        assert Spool(run_dir).pending() == 0 and (run_dir / "mlflow_run.json").is_file()
+        _promote_first(server)
+        after = dump_store(server.url, EXPERIMENT, MODEL)
+    assert after["runs"].keys() == reference["runs"].keys()
+    for key in reference["runs"]:
+        ours, theirs = after["runs"][key], reference["runs"][key]
+        for run in (ours, theirs):
+            for tag in GIT_TAGS:
+                run["tags"].pop(tag, None)
+        assert ours == theirs, key
+    assert after["versions"] == reference["versions"]
     assert after["registered_tags"] == reference["registered_tags"]
 
 

@@ -119,3 +119,39 @@ def test_every_hall_of_fame_strategy_gets_its_run_scores_and_model_and_promoted_
         assert by_run[child.info.run_id].tags["strategy_id"] == member["strategy_id"]
     versions = client.search_model_versions("name = 'strategy-evolution'")
     assert sorted(v.tags["strategy_id"] for v in versions) == sorted(result["promoted"])
+
+
+def test_what_was_queued_when_the_driver_is_killed_still_reaches_mlflow(tmp_path):
+    """The logger sends from a child process that drains its queue on its own: a driver killed
+    with SIGKILL right after queuing loses none of it."""
+    import subprocess
+    import sys
+    import time
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = "\n".join([
+        "import os, signal",
+        "from evolution.lineage import LineageLogger",
+        f"logger = LineageLogger({uri!r}, experiment='killed', registered_model='killed')",
+        f"logger.start({str(tmp_path / 'run')!r}, {{'population': 12}}, run_id='killed-run', seed=1)",
+        "logger.log_generation(0, [{'island': 0, 'best_fitness': 1.5}, {'island': 1, 'best_fitness': 2.5}])",
+        "os.kill(os.getpid(), signal.SIGKILL)",
+    ])
+    client = MlflowClient(uri)
+    client.search_experiments()  # the store's tables exist before two processes open it
+    driver = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert driver.returncode == -9, driver.stderr
+    deadline = time.monotonic() + 90
+    metrics = {}
+    while time.monotonic() < deadline:
+        experiment = client.get_experiment_by_name("killed")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if runs and "best_fitness" in runs[0].data.metrics:
+            metrics, params = runs[0].data.metrics, runs[0].data.params
+            break
+        time.sleep(0.5)
+    assert metrics == {"island_0/best_fitness": 1.5, "island_1/best_fitness": 2.5, "best_fitness": 2.5}
+    assert params == {"population": "12"}
+    assert runs[0].data.tags["lineage.key"] == "killed-run"
