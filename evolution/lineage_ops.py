@@ -227,6 +227,15 @@ class OpApplier:
             genome = sma_crossover_genome(10, 40)
         self._template({"genome": genome, "pip_requirements": pip_requirements}, mlflow)
 
+    def close(self) -> None:
+        """Remove the model template's temporary directory (a process that ends with ``os._exit``
+        skips the cleanup that would otherwise run at exit)."""
+        with self._lock:
+            if self._template_dir is not None:
+                self._template_dir.cleanup()
+                self._template_dir = None
+                self._model_template = None
+
     def _registry(self):
         """The registry client without the tracking client's "is this a prompt?" read before every call."""
         get = getattr(self.client, "_get_registry_client", None)

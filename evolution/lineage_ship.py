@@ -10,7 +10,8 @@ logger sends by default: the HTTP client, the JSON and the model files then neve
 driver's interpreter lock from the search or the judging, and the driver does not import
 MLflow at all. The child drains what it was given before it exits, also when the driver is
 gone; when the child dies instead, the driver spools every operation of the session (they
-are idempotent), so nothing is lost either way.
+are idempotent), so nothing is lost either way. The child runs at a lower priority (``nice``
+10): on a busy machine the search and the judging get the cores first.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from pathlib import Path
 from evolution.lineage_ops import OpApplier, Spool, SyncState, fail_fast
 
 log = logging.getLogger(__name__)
+
+NICENESS = 10  # the sender process's scheduling priority below the driver and the island actors
 
 class Sender:
     """Applies operations in order (here, or on a background thread); spools them once anything fails.
@@ -274,6 +277,10 @@ def main() -> int:
     """The child: a hello line (where to send, the state so far), then operations, until
     ``close`` or the end of its input; one JSON report line on standard output at the end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the driver; this drains and exits
+    try:  # the search comes first: where the cores are busy, sending waits (it catches up at the end)
+        os.nice(NICENESS)
+    except (AttributeError, OSError):
+        pass
     report = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # whatever a library prints goes to standard error, not into the report
     lines: queue.Queue = queue.Queue()
@@ -306,6 +313,7 @@ def main() -> int:
         elif message.get("close"):
             break
     sender.close()
+    applier.close()
     try:
         report.write(json.dumps({"state": sender.state.to_dict(), "spooling": sender.spooling,
                                  "error": sender.error, "seconds": sender.seconds}) + "\n")
