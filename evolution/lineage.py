@@ -314,8 +314,9 @@ class LineageLogger:
 
         On the wire: summary metrics; then ``result.json``, the trial-log parts not sent yet and
         every hall-of-fame strategy (the rest of its nested run and, when it was not staged,
-        its genome and logged model) side by side; then the model registrations one by one in
-        hall-of-fame order (stable version numbers); then the lineage files. The sender (a child
+        its genome and logged model) side by side; the model registrations one by one in
+        hall-of-fame order (stable version numbers), beside them when every model was staged
+        (logged already), after them otherwise; then the lineage files. The sender (a child
         process) works through the first three while the driver draws the pictures.
         """
         result = data.read_result(run_dir)
@@ -343,15 +344,22 @@ class LineageLogger:
             artifacts.append({"op": "log_artifact", "run": key, "path": str(relative), "artifact_path": artifact_path,
                               "time": at})
         promoted = set(result.get("promoted", []))
-        groups, registrations = [artifacts], []
+        groups, registrations, all_staged = [artifacts], [], True
         for rank, entry in enumerate(hof):
             ops, register = self._strategy_ops(entry, rank, entry["strategy_id"] in promoted, nodes, result, at)
             groups.append(ops)
             if register is not None:
                 registrations.append(register)
-        self._sender.submit_parallel(groups)
-        for op in registrations:
-            self._send(op)
+                all_staged = all_staged and self._staged.get(str(entry["strategy_id"])) == rank
+        if all_staged:
+            # every model went out with the staged hall of fame, before this batch: the
+            # registrations (one chain, in hall-of-fame order, the longest group) start first
+            # and run beside the rest
+            self._sender.submit_parallel([registrations] + groups)
+        else:
+            self._sender.submit_parallel(groups)
+            for op in registrations:
+                self._send(op)
 
         if market is not None:
             write_equity_curves(run_dir, market, top=self.lineage_top)
