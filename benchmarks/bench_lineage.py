@@ -23,8 +23,8 @@ few seconds); ``production`` is the same search at the size of the evolution ben
 (about 40 s here, still a short search for a desk). The fixed cost at the end (nested
 runs, model versions, artifacts) does not grow with the search, so its share shrinks as
 the search grows. Prints one line per measurement, the overhead of each pair (this 2-core
-machine's timings wander by 10-20% between identical runs, hence the pairs) and the
-overhead of the median times.
+machine's timings wander by 10-20% between identical runs, hence the pairs, which go
+without-with and with-without in turn) and the overhead of the median times.
 """
 from __future__ import annotations
 
@@ -99,7 +99,8 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
     parser.add_argument("--sizes", default="demo,production,long", help="comma-separated: " + ", ".join(SIZES))
     parser.add_argument("--generations", type=int, help="override the config's generations")
-    parser.add_argument("--repeat", type=int, help="pairs per size (default: 5 for demo, 4 for production, 1 for long)")
+    parser.add_argument("--repeat", type=int, help="pairs per size, alternately without and with logging first "
+                                                   "(default: 6 for demo, 4 for production, 2 for long)")
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
                         help="islands in this process, or Ray actors on a local Ray (2 CPUs)")
     parser.add_argument("--tracking-uri")
@@ -132,7 +133,7 @@ def main() -> int:
                 if args.generations:
                     overrides["generations"] = args.generations
                 config = base.with_overrides(**overrides)
-                repeat = args.repeat or {"demo": 5, "production": 4}.get(name, 1)
+                repeat = args.repeat or {"demo": 6, "production": 4, "long": 2}[name]
                 print(f"[{name}] {args.backend} backend, {config.islands} islands x {config.population}, "
                       f"{config.market.synthetic.n_bars:,} bars, {config.generations} generations, "
                       f"hall of fame {config.hall_of_fame}")
@@ -151,14 +152,17 @@ def measure(config, tmp: Path, uri: str, repeat: int, warm_server: bool, warm_up
         run_search(config, tmp / "warmup", uri if warm_server else None)  # numba caches, imports, the server
     plain, logged, searching = [], [], []
     for r in range(repeat):
-        seconds, _, result, _ = run_search(config, tmp / f"plain-{r}", None)
-        plain.append(seconds)
-        print(f"search without logging: {seconds:8.2f} s  ({result['n_trials']} trials, "
-              f"{len(result.get('promoted', []))} promoted)")
-        seconds, spent, _, search = run_search(config, tmp / f"logged-{r}", uri)
-        logged.append(seconds)
-        searching.append(search)
-        print(f"search with MLflow logging: {seconds:8.2f} s  (driver time in logger calls {spent:.2f} s)")
+        for logging_on in ((False, True) if r % 2 == 0 else (True, False)):  # ABBA: no side always goes first
+            if not logging_on:
+                seconds, _, result, _ = run_search(config, tmp / f"plain-{r}", None)
+                plain.append(seconds)
+                print(f"search without logging: {seconds:8.2f} s  ({result['n_trials']} trials, "
+                      f"{len(result.get('promoted', []))} promoted)")
+            else:
+                seconds, spent, _, search = run_search(config, tmp / f"logged-{r}", uri)
+                logged.append(seconds)
+                searching.append(search)
+                print(f"search with MLflow logging: {seconds:8.2f} s  (driver time in logger calls {spent:.2f} s)")
     if repeat > 1:
         print("pairs, until result.json: " + ", ".join(f"{100 * (c - a) / a:+.1f}%" for a, c in zip(plain, searching))
               + "; end-of-run included: " + ", ".join(f"{100 * (b - a) / a:+.1f}%" for a, b in zip(plain, logged)))
