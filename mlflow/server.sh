@@ -10,7 +10,7 @@
 #   MLFLOW_HOST, MLFLOW_PORT   default 127.0.0.1 and 5000
 #   MLFLOW_WORKERS             default 1 (this is a 2-core machine)
 #   MLFLOW_GUNICORN_OPTS       default "--threads 4 --timeout 120": gunicorn serves MLflow's Flask
-#                              app (about 40% less server CPU per request than the default uvicorn
+#                              app (about 30% less server CPU per request than the default uvicorn
 #                              front, measured here), 4 threads for the runs' parallel uploads
 #   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  default false: no GenAI job runner (7 processes, ~1.7 GB)
 # Then point runs at it: export MLFLOW_TRACKING_URI=http://127.0.0.1:5000

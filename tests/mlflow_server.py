@@ -127,8 +127,10 @@ class MlflowServer:
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", os.environ.get("MLFLOW_WORKERS", "1"),
             "--backend-store-uri", self.backend_store_uri,
             "--artifacts-destination", str(self.artifacts_dir),
-            "--gunicorn-opts", os.environ.get("MLFLOW_GUNICORN_OPTS", GUNICORN_OPTS),
         ]
+        gunicorn_opts = os.environ.get("MLFLOW_GUNICORN_OPTS", GUNICORN_OPTS)
+        if gunicorn_opts:  # empty: MLflow's default uvicorn front
+            command += ["--gunicorn-opts", gunicorn_opts]
         if not Path(command[0]).exists():
             command[:1] = [sys.executable, "-m", "mlflow"]
         env = dict(os.environ)
