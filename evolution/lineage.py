@@ -18,9 +18,10 @@ How the evolution engine calls it::
 
 Logging never slows the search: calls only queue operations (one ``log_batch`` per
 generation) for a child process that sends them (:mod:`evolution.lineage_ship`), so sending
-never takes the driver's interpreter lock from the search or the judging. When the tracking server cannot be reached, the run
-goes on: that operation and all after it are spooled to ``RUN_DIR/mlflow_spool/`` and
-``evolve sync RUN_DIR`` (:func:`sync_run_directory`) sends them later.
+never takes the driver's interpreter lock from the search or the judging. When the tracking
+server cannot be reached, the run goes on: that operation and all after it are spooled to
+``RUN_DIR/mlflow_spool/`` and ``evolve sync RUN_DIR`` (:func:`sync_run_directory`) sends
+them later.
 :func:`log_run_directory` logs a finished run directory after the fact.
 """
 from __future__ import annotations
@@ -350,7 +351,7 @@ class LineageLogger:
             groups.append(ops)
             if register is not None:
                 registrations.append(register)
-                all_staged = all_staged and self._staged.get(str(entry["strategy_id"])) == rank
+                all_staged = all_staged and self._is_staged(entry, rank)
         if all_staged:
             # every model went out with the staged hall of fame, before this batch: the
             # registrations (one chain, in hall-of-fame order, the longest group) start first
@@ -405,6 +406,10 @@ class LineageLogger:
         return [[name, float(value), at, 0] for name, value in values
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(float(value))]
 
+    def _is_staged(self, entry: Mapping, rank: int) -> bool:
+        """Whether ``stage_hall_of_fame`` queued this member (its run, genome and model) at this rank."""
+        return self._staged.get(str(entry["strategy_id"])) == rank
+
     @staticmethod
     def _genome_op(entry: Mapping, key: str, at: int) -> dict:
         return {"op": "log_dict", "run": key, "data": entry.get("genome"), "artifact_file": "genome.json", "time": at}
@@ -421,7 +426,7 @@ class LineageLogger:
         What ``stage_hall_of_fame`` queued already is not queued again."""
         sid = str(entry["strategy_id"])
         key = f"{self.run_key}/{sid}"
-        staged = self._staged.get(sid) == rank
+        staged = self._is_staged(entry, rank)
         if staged:
             ops = [{"op": "log_batch", "run": key, "time": at, "tags": {"promoted": str(promoted).lower()},
                     "metrics": self._metrics(entry, ("holdout",), ("dsr", "pbo"), at)}]

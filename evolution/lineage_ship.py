@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 NICENESS = 10  # the sender process's scheduling priority below the driver and the island actors
 
+
 class Sender:
     """Applies operations in order (here, or on a background thread); spools them once anything fails.
 
@@ -300,7 +301,8 @@ def main() -> int:
     run_dir = Path(hello["run_dir"])
     state = SyncState.from_dict(hello["state"])
     applier = OpApplier(MlflowClient(hello["tracking_uri"]), state, run_dir, hello["model_code"])
-    sender = Sender(applier, Spool(run_dir), True, int(hello["retries"]), int(hello["timeout_s"]),
+    # operations are applied here, in order; the reader thread is the queue in front of them
+    sender = Sender(applier, Spool(run_dir), False, int(hello["retries"]), int(hello["timeout_s"]),
                     workers=int(hello["workers"]))
     while (line := lines.get()) is not None:
         message = json.loads(line)
@@ -309,10 +311,12 @@ def main() -> int:
         elif "parallel" in message:
             sender.submit_parallel(message["parallel"])
         elif "prepare" in message:
-            sender.prepare_model(message["prepare"])
+            try:  # only preparation: log_model builds the template itself if this failed
+                applier.prepare(message["prepare"])
+            except Exception as error:
+                log.debug("building the model template ahead of time failed: %s", error)
         elif message.get("close"):
             break
-    sender.close()
     applier.close()
     try:
         report.write(json.dumps({"state": sender.state.to_dict(), "spooling": sender.spooling,
