@@ -51,6 +51,7 @@ from evolution.lineage_ops import (
     now_ms,
     write_json_atomic,
 )
+from evolution.lineage_rest import tracking_client
 from evolution.lineage_ship import ProcessSender, Sender
 from evolution.trials import part_path
 
@@ -119,6 +120,8 @@ class LineageReport:
     model_versions: dict[str, str] = field(default_factory=dict)
     nested_runs: dict[str, str] = field(default_factory=dict)
     send_seconds: dict[str, float] = field(default_factory=dict)
+    # how it was sent: {"process": bool, "client": "RestClient" | "MlflowClient", "imported_mlflow": bool}
+    sender: dict[str, Any] = field(default_factory=dict)
 
 
 class LineageLogger:
@@ -179,9 +182,7 @@ class LineageLogger:
             self._sender = ProcessSender(self.tracking_uri, state, self.run_dir, self.model_code, self.http_retries,
                                          self.http_timeout_s, workers=self.send_workers)
         else:
-            from mlflow import MlflowClient
-
-            applier = OpApplier(MlflowClient(self.tracking_uri), state, self.run_dir, self.model_code)
+            applier = OpApplier(tracking_client(self.tracking_uri), state, self.run_dir, self.model_code)
             self._sender = Sender(applier, spool, self.asynchronous, self.http_retries, self.http_timeout_s,
                                   workers=self.send_workers)
         all_tags = {"run_id": self.run_key}
@@ -463,6 +464,7 @@ class LineageLogger:
             model_versions=dict(state.versions) if not sender.spooling else {},
             nested_runs={k.split("/", 1)[1]: v for k, v in state.runs.items() if "/" in k and not sender.spooling},
             send_seconds=dict(sender.seconds),
+            sender=dict(sender.info),
         )
 
 
@@ -570,8 +572,6 @@ def sync_run_directory(run_dir: str | Path, tracking_uri: str | None = None, *,
     ``tracking_uri`` defaults to the one the run was logging to. Stops at the first
     failure; what was sent stays sent, and the next call continues from there.
     """
-    from mlflow import MlflowClient
-
     run_dir = Path(run_dir)
     spool = Spool(run_dir)
     if not spool.exists():
@@ -582,7 +582,7 @@ def sync_run_directory(run_dir: str | Path, tracking_uri: str | None = None, *,
         # the runs created before the outage: use log_run_directory there instead
         state.tracking_uri = tracking_uri
     ops = spool.read_ops()
-    applier = OpApplier(MlflowClient(state.tracking_uri), state, run_dir, model_code or default_model_code())
+    applier = OpApplier(tracking_client(state.tracking_uri), state, run_dir, model_code or default_model_code())
     sent = 0
     error = None
     with fail_fast(retries, timeout_s):

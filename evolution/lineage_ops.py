@@ -4,7 +4,8 @@ Everything the lineage logger tells MLflow is first an *operation*, a small JSON
 (``start_run``, ``log_batch``, ``log_artifact``, ``log_dict``, ``log_model``,
 ``register_model``, ``end_run``) that names runs by a stable key (the evolution run id,
 ``<run id>/<strategy id>`` for hall-of-fame runs) instead of an MLflow run id, and carries
-its own timestamp. :class:`OpApplier` carries operations out against an ``MlflowClient``;
+its own timestamp. :class:`OpApplier` carries operations out against an ``MlflowClient``
+(or, for an HTTP server, :class:`evolution.lineage_rest.RestClient`, which answers the same calls);
 every operation is idempotent (a run is found again by its ``lineage.key`` tag, a model
 version by its run id), so replaying an operation that already went through changes
 nothing. That is what makes the spool work: when the tracking server cannot be reached,
@@ -13,17 +14,21 @@ later, with their original timestamps, to the same end state.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import math
 import os
+import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,14 +223,12 @@ class OpApplier:
     # ---------------------------------------------------------------- warm-up
 
     def prepare(self, pip_requirements: list[str] | None = None, genome: dict | None = None) -> None:
-        """Build the pyfunc model template ahead of time (about half a second), e.g. while the search runs."""
-        import mlflow
-
+        """Find or build the pyfunc model template ahead of time, e.g. while the search runs."""
         if genome is None:
             from backtest.strategy import sma_crossover_genome
 
             genome = sma_crossover_genome(10, 40)
-        self._template({"genome": genome, "pip_requirements": pip_requirements}, mlflow)
+        self._template({"genome": genome, "pip_requirements": pip_requirements})
 
     def close(self) -> None:
         """Remove the model template's temporary directory (a process that ends with ``os._exit``
@@ -245,12 +248,15 @@ class OpApplier:
         """Artifact repository of a run or logged model, cached; ``artifact_uri`` when already known."""
         repo = self._repos.get(resource_id)
         if repo is None:
-            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
             if artifact_uri is None:
                 artifact_uri = self.client.get_run(resource_id).info.artifact_uri
-            repo = self._repos[resource_id] = get_artifact_repository(artifact_uri,
-                                                                      tracking_uri=self.state.tracking_uri)
+            direct = getattr(self.client, "artifact_repository", None)  # RestClient: the server's proxy
+            repo = direct(artifact_uri) if direct is not None else None
+            if repo is None:
+                from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+                repo = get_artifact_repository(artifact_uri, tracking_uri=self.state.tracking_uri)
+            self._repos[resource_id] = repo
         return repo
 
     # ---------------------------------------------------------------- helpers
@@ -334,8 +340,10 @@ class OpApplier:
         self._repo(run.info.run_id, run.info.artifact_uri)
 
     def _op_log_batch(self, op: dict) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
+        entities = getattr(self.client, "entities", None)
+        if entities is None:
+            import mlflow.entities as entities
+        Metric, Param, RunTag = entities.Metric, entities.Param, entities.RunTag  # noqa: N806
         run_id = self.run_id(op["run"])
         metrics = [Metric(name, _metric_value(value), int(ts), int(step)) for name, value, ts, step in op.get("metrics", [])]
         params = [Param(k, str(v)) for k, v in sorted(op.get("params", {}).items())]
@@ -374,8 +382,6 @@ class OpApplier:
 
     def _op_log_model(self, op: dict) -> None:
         """A models-from-code pyfunc model of one genome, as an MLflow 3 logged model of the run."""
-        import mlflow
-
         model_key = op["model"]
         if model_key in self.state.models:
             return
@@ -389,7 +395,7 @@ class OpApplier:
             if ready:
                 self.state.models[model_key] = ready[0].model_id
                 return
-        template = self._template(op, mlflow)
+        template = self._template(op)
         logged = self.client.create_logged_model(experiment_id, name=name, source_run_id=run_id,
                                                  tags={STRATEGY_ID_TAG: op["strategy_id"]}, model_type="strategy")
         with tempfile.TemporaryDirectory(prefix="strategy-model-") as tmp:
@@ -397,38 +403,72 @@ class OpApplier:
             shutil.copytree(template, model_dir)
             (model_dir / "artifacts" / "genome.json").write_text(json.dumps(op["genome"], sort_keys=True),
                                                                  encoding="utf-8")
-            meta = mlflow.models.Model.load(str(model_dir))
-            meta.model_uuid = uuid.uuid4().hex
-            meta.model_id = logged.model_id
-            meta.save(str(model_dir / "MLmodel"))
+            _stamp_model(model_dir, logged.model_id)
             self._repo(logged.model_id, logged.artifact_location).log_artifacts(str(model_dir))
         self.client.finalize_logged_model(logged.model_id, "READY")
         self.state.models[model_key] = logged.model_id
 
-    def _template(self, op: dict, mlflow) -> Path:
-        """The pyfunc model saved once (signature, input example, code); each strategy swaps its genome in."""
-        with self._lock:
-            return self._template_locked(op, mlflow)
+    def _template(self, op: dict) -> Path:
+        """The pyfunc model saved once (signature, input example, code); each strategy swaps its genome in.
 
-    def _template_locked(self, op: dict, mlflow) -> Path:
-        if self._model_template is None:
-            if self._model_helpers is None:
-                self._model_helpers = _model_signature_and_example(self.model_code)
-            signature, example = self._model_helpers
+        Kept in the template cache (see :func:`template_cache_dir`), so that a process which
+        finds it there never imports MLflow to build it.
+        """
+        with self._lock:
+            if self._model_template is None:
+                self._model_template = self._cached_template(op)
+            return self._model_template
+
+    def _cached_template(self, op: dict) -> Path:
+        key = _template_key(self.model_code, op.get("pip_requirements"))
+        root = template_cache_dir()
+        final = root / key if root is not None else None
+        if final is not None and _template_complete(final / "model"):
+            return final / "model"
+        if final is not None:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                building = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+            except OSError:
+                final = None  # an unwritable cache: build in a temporary directory instead
+        if final is None:
             self._template_dir = tempfile.TemporaryDirectory(prefix="strategy-model-template-")
-            genome_path = Path(self._template_dir.name) / "genome.json"
-            genome_path.write_text(json.dumps(op["genome"], sort_keys=True), encoding="utf-8")
-            model_dir = Path(self._template_dir.name) / "model"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": the signature is explicit
-                mlflow.pyfunc.save_model(
-                    path=str(model_dir), python_model=self.model_code, artifacts={GENOME_ARTIFACT: str(genome_path)},
-                    signature=signature, input_example=example, pip_requirements=op.get("pip_requirements"),
-                )
-            if not (model_dir / "artifacts" / "genome.json").is_file():
-                raise RuntimeError(f"pyfunc model layout changed: no artifacts/genome.json in {model_dir}")
-            self._model_template = model_dir
-        return self._model_template
+            building = Path(self._template_dir.name)
+        self._save_template(op, building)
+        if final is None:
+            return building / "model"
+        try:
+            if final.exists():  # a broken entry (or another process finished first): replace it
+                if _template_complete(final / "model"):
+                    shutil.rmtree(building, ignore_errors=True)
+                    return final / "model"
+                shutil.rmtree(final, ignore_errors=True)
+            os.replace(building, final)
+        except OSError:
+            if _template_complete(final / "model"):
+                shutil.rmtree(building, ignore_errors=True)
+                return final / "model"
+            return building / "model"
+        return final / "model"
+
+    def _save_template(self, op: dict, directory: Path) -> None:
+        import mlflow
+
+        if self._model_helpers is None:
+            self._model_helpers = _model_signature_and_example(self.model_code)
+        signature, example = self._model_helpers
+        genome_path = directory / "genome.json"
+        genome_path.write_text(json.dumps(op["genome"], sort_keys=True), encoding="utf-8")
+        model_dir = directory / "model"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": the signature is explicit
+            mlflow.pyfunc.save_model(
+                path=str(model_dir), python_model=self.model_code, artifacts={GENOME_ARTIFACT: str(genome_path)},
+                signature=signature, input_example=example, pip_requirements=op.get("pip_requirements"),
+            )
+        if not _template_complete(model_dir):
+            raise RuntimeError(f"pyfunc model layout changed: no artifacts/genome.json or MLmodel in {model_dir}")
+        _stamp_model(model_dir, None)  # fails here, not per strategy, if MLmodel's layout moved
 
     def _op_register_model(self, op: dict) -> None:
         model_key = op["model"]
@@ -467,7 +507,9 @@ class OpApplier:
         if existing:
             version = existing[0]
         else:
-            with _global_tracking_uri(self.state.tracking_uri):
+            # a database store resolves the source itself; a server does that on its side
+            http = self.state.tracking_uri.startswith(("http://", "https://"))
+            with nullcontext() if http else _global_tracking_uri(self.state.tracking_uri):
                 version = self._registry().create_model_version(
                     name, source=f"models:/{model_id}", run_id=run_id, tags=tags, model_id=model_id,
                     await_creation_for=0,
@@ -499,6 +541,63 @@ def _global_tracking_uri(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
         if previous_env is not None:
             os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
+TEMPLATE_FORMAT = 1  # bump when the template's making changes, so that old cache entries are not used
+CACHE_ENV = "EVOLVE_CACHE_DIR"
+
+
+def template_cache_dir() -> Path | None:
+    """Where pyfunc model templates are kept: ``$EVOLVE_CACHE_DIR/model-templates`` (default
+    ``$XDG_CACHE_HOME/evolve`` or ``~/.cache/evolve``); ``EVOLVE_CACHE_DIR=off`` keeps none."""
+    configured = os.environ.get(CACHE_ENV, "").strip()
+    if configured.lower() in ("off", "none", "0"):
+        return None
+    if configured:
+        base = Path(configured).expanduser()
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "evolve"
+    return base / "model-templates"
+
+
+def _template_key(model_code: str | Path, pip_requirements: list[str] | None) -> str:
+    """Everything the template's files depend on: the model code (its path is in MLmodel), the
+    pip requirements, and the versions of Python, MLflow and cloudpickle written into it."""
+    code = Path(model_code).resolve()
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return ""
+
+    ingredients = [TEMPLATE_FORMAT, str(code), hashlib.sha256(code.read_bytes()).hexdigest(),
+                   list(pip_requirements) if pip_requirements is not None else None,
+                   sys.version, version("mlflow"), version("mlflow-skinny"), version("cloudpickle")]
+    return hashlib.sha256(json.dumps(ingredients).encode("utf-8")).hexdigest()[:24]
+
+
+def _template_complete(model_dir: Path) -> bool:
+    return (model_dir / "MLmodel").is_file() and (model_dir / "artifacts" / "genome.json").is_file()
+
+
+_MLMODEL_LINE = {key: re.compile(rf"^{key}: .*$", re.MULTILINE) for key in ("model_uuid", "model_id")}
+
+
+def _stamp_model(model_dir: Path, model_id: str | None) -> None:
+    """A fresh ``model_uuid`` and the logged model's id in ``MLmodel``, as MLflow's
+    ``Model.save`` writes them (YAML, block style), without importing MLflow."""
+    import yaml
+
+    path = model_dir / "MLmodel"
+    text = path.read_text(encoding="utf-8")
+    for key, value in (("model_uuid", uuid.uuid4().hex), ("model_id", model_id)):
+        line = yaml.safe_dump({key: value}, default_flow_style=False).rstrip("\n")
+        text, found = _MLMODEL_LINE[key].subn(lambda _match, line=line: line, text)
+        if found != 1:
+            raise RuntimeError(f"{path}: expected one top-level {key!r} line, found {found}; "
+                               "MLflow's model format changed: clear the template cache and update _stamp_model")
+    path.write_text(text, encoding="utf-8")
 
 
 def _model_signature_and_example(model_code: str):

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from evolution.lineage_ops import OpApplier, Spool, SyncState, fail_fast
+from evolution.lineage_rest import tracking_client
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,12 @@ class Sender:
     @property
     def state(self) -> SyncState:
         return self.applier.state
+
+    @property
+    def info(self) -> dict:
+        """How lineage was sent: in a child process or not, with which client, whether MLflow was imported."""
+        return {"process": False, "client": type(self.applier.client).__name__,
+                "imported_mlflow": "mlflow" in sys.modules}
 
     def close(self) -> None:
         if self._queue is not None and self._thread is not None:
@@ -171,6 +178,7 @@ class ProcessSender:
         self.spooling = False
         self.error: str | None = None
         self.seconds: dict[str, float] = {}
+        self.info: dict = {"process": True}
         self._start_state = state.to_dict()
         self._start_ops = self.spool.read_ops() if self.spool.exists() else []
         self._sent: list[dict] = []  # every operation of this session, in an order the child may apply them
@@ -229,6 +237,7 @@ class ProcessSender:
         self.spooling = bool(report["spooling"])
         self.error = report.get("error")
         self.seconds = dict(report.get("seconds", {}))
+        self.info.update(report.get("info", {}))
 
     def _put(self, message: dict) -> None:
         line = json.dumps(message, allow_nan=True) + "\n"
@@ -296,11 +305,9 @@ def main() -> int:
     if first is None:
         os._exit(0)  # the driver went away before saying anything
     hello = json.loads(first)
-    from mlflow import MlflowClient
-
     run_dir = Path(hello["run_dir"])
     state = SyncState.from_dict(hello["state"])
-    applier = OpApplier(MlflowClient(hello["tracking_uri"]), state, run_dir, hello["model_code"])
+    applier = OpApplier(tracking_client(hello["tracking_uri"]), state, run_dir, hello["model_code"])
     # operations are applied here, in order; the reader thread is the queue in front of them
     sender = Sender(applier, Spool(run_dir), False, int(hello["retries"]), int(hello["timeout_s"]),
                     workers=int(hello["workers"]))
@@ -320,7 +327,9 @@ def main() -> int:
     applier.close()
     try:
         report.write(json.dumps({"state": sender.state.to_dict(), "spooling": sender.spooling,
-                                 "error": sender.error, "seconds": sender.seconds}) + "\n")
+                                 "error": sender.error, "seconds": sender.seconds,
+                                 "info": {"client": type(applier.client).__name__,
+                                          "imported_mlflow": "mlflow" in sys.modules}}) + "\n")
         report.flush()
     except (BrokenPipeError, OSError):  # the driver is gone; the spool (if any) holds the rest
         pass

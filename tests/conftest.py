@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 # `evolve run` logs lineage to MLflow by default; the engine's tests turn that off (it is
 # tested on its own against a real server in tests/test_lineage_*.py and test_run_tracking.py).
 os.environ.setdefault("EVOLVE_TRACKING", "off")
+# pyfunc model templates are cached between runs; the tests keep theirs out of ~/.cache
+os.environ.setdefault("EVOLVE_CACHE_DIR", tempfile.mkdtemp(prefix="evolve-test-cache-"))
 
 
 @pytest.fixture(scope="session")

@@ -163,7 +163,7 @@ class MlflowServer:
             return
         if process.poll() is None:
             try:
-                os.killpg(process.pid, signal.SIGTERM)
+                os.killpg(process.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
             try:
