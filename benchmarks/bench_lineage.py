@@ -9,8 +9,10 @@ in-process with ``--backend local``, as Ray actors on a local 2-CPU Ray with ``-
 without and with a LineageLogger, alternately, wired as `evolve run` wires it: one log_batch
 and the trial-log part per generation from the driver; the hall of fame's nested runs and
 models queued once it is known, while the driver judges it; the judged metrics, model
-versions and run artifacts at finish. The logger sends from its own child process, which
-imports MLflow afresh in every logged run, as `evolve run` would. Without ``--tracking-uri``
+versions and run artifacts at finish. The logger sends from its own child process, started
+afresh in every logged run as `evolve run` starts it: to an HTTP server it sends through
+evolve's REST client, and with the pyfunc model template in the cache (a fresh cache here,
+filled by the warm-up run) it never imports MLflow. Without ``--tracking-uri``
 a real `mlflow server` (SQLite backend, artifacts proxied by the server, gunicorn with one
 worker and 4 threads, no job runner: what ``mlflow/server.sh`` starts) runs in a temporary
 directory; one logged warm-up run goes first, as a long-running tracking server has served
@@ -29,6 +31,7 @@ without-with and with-without in turn) and the overhead of the median times.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -83,7 +86,9 @@ def run_search(config, out_dir: Path, tracking_uri: str | None) -> tuple[float, 
         assert not report.spooled, "the tracking server failed during the benchmark"
         print(f"  during the search {search_seconds:.2f} s (driver time in per-generation logging "
               f"{per_generation[0]:.3f} s); at the end {time.perf_counter() - t:.2f} s for "
-              f"{len(report.nested_runs)} nested runs, {len(report.model_versions)} model versions and the artifacts")
+              f"{len(report.nested_runs)} nested runs, {len(report.model_versions)} model versions and the artifacts "
+              f"(sender: {report.sender.get('client')}, MLflow imported: "
+              f"{'yes' if report.sender.get('imported_mlflow') else 'no'})")
     return time.perf_counter() - started, in_logger, result, search_seconds
 
 
@@ -119,6 +124,7 @@ def main() -> int:
         ray.init(num_cpus=2, include_dashboard=False, namespace="bench-lineage", log_to_driver=False)
     with tempfile.TemporaryDirectory(prefix="bench-lineage-") as tmp:
         tmp = Path(tmp)
+        os.environ.setdefault("EVOLVE_CACHE_DIR", str(tmp / "cache"))  # the warm-up run builds the model template
         server = None
         uri = args.tracking_uri
         if uri is None:

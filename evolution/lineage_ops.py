@@ -224,10 +224,6 @@ class OpApplier:
 
     def prepare(self, pip_requirements: list[str] | None = None, genome: dict | None = None) -> None:
         """Find or build the pyfunc model template ahead of time, e.g. while the search runs."""
-        if genome is None:
-            from backtest.strategy import sma_crossover_genome
-
-            genome = sma_crossover_genome(10, 40)
         self._template({"genome": genome, "pip_requirements": pip_requirements})
 
     def close(self) -> None:
@@ -457,8 +453,13 @@ class OpApplier:
         if self._model_helpers is None:
             self._model_helpers = _model_signature_and_example(self.model_code)
         signature, example = self._model_helpers
+        genome = op.get("genome")
+        if genome is None:  # any genome will do: each strategy's replaces it
+            from backtest.strategy import sma_crossover_genome
+
+            genome = sma_crossover_genome(10, 40)
         genome_path = directory / "genome.json"
-        genome_path.write_text(json.dumps(op["genome"], sort_keys=True), encoding="utf-8")
+        genome_path.write_text(json.dumps(genome, sort_keys=True), encoding="utf-8")
         model_dir = directory / "model"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": the signature is explicit
