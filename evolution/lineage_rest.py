@@ -23,6 +23,7 @@ import math
 import mimetypes
 import os
 import posixpath
+import select
 import ssl
 import threading
 import time
@@ -100,6 +101,19 @@ def _logged_model(data: dict) -> SimpleNamespace:
                            status=status[len("LOGGED_MODEL_"):] if status.startswith("LOGGED_MODEL_") else status)
 
 
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive connection the server has closed (gunicorn closes them after 2 s):
+    its socket reads as ready (end of file). Reconnect before sending, not after a failure."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class RestClient:
     """The MLflow REST calls lineage needs; thread-safe (one keep-alive connection per thread)."""
 
@@ -129,7 +143,7 @@ class RestClient:
     def _connection(self, fresh: bool = False) -> http.client.HTTPConnection:
         timeout = float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "120"))
         conn = getattr(self._local, "conn", None)
-        if conn is not None and (fresh or conn.timeout != timeout):
+        if conn is not None and (fresh or conn.timeout != timeout or _dropped(conn)):
             conn.close()
             conn = None
         if conn is None:

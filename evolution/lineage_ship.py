@@ -8,7 +8,8 @@ failure on to ``RUN_DIR/mlflow_spool/`` (``evolve sync`` sends them later).
 evolution.lineage_ship``) and hands it the operations as JSON lines. That is how the lineage
 logger sends by default: the HTTP client, the JSON and the model files then never take the
 driver's interpreter lock from the search or the judging, and the driver does not import
-MLflow at all. The child drains what it was given before it exits, also when the driver is
+MLflow at all (nor does the child, for an HTTP server with the model template cached: see
+:mod:`evolution.lineage_rest`). The child drains what it was given before it exits, also when the driver is
 gone; when the child dies instead, the driver spools every operation of the session (they
 are idempotent), so nothing is lost either way. The child runs at a lower priority (``nice``
 10): on a busy machine the search and the judging get the cores first.

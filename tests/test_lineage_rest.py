@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -138,8 +139,11 @@ def test_the_client_choice_is_checked(monkeypatch):
 
 
 class _Flaky(BaseHTTPRequestHandler):
-    """Answers 503 to the first ``fail`` requests, then the experiment; records what it got."""
+    """Answers 503 to the first ``fail`` requests, then the experiment; records what it got.
+    Keeps connections alive, and closes them after 0.3 s idle (as gunicorn does after 2 s)."""
 
+    protocol_version = "HTTP/1.1"
+    timeout = 0.3
     fail = 1
     seen: list = []
 
@@ -175,6 +179,15 @@ def test_the_client_retries_busy_answers_and_reports_errors(monkeypatch):
         with pytest.raises(RestError, match="HTTP 503 TEMPORARILY_UNAVAILABLE: busy") as error:
             RestClient(url).get_experiment_by_name("my exp")
         assert error.value.status == 503 and len(_Flaky.seen) == 2
+        # a connection the server closed while idle is replaced before sending, not retried after failing
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        _Flaky.fail, _Flaky.seen = 0, []
+        client = RestClient(url)
+        assert client.get_experiment_by_name("a").experiment_id == "7"
+        assert client.get_experiment_by_name("b").experiment_id == "7"  # the same connection, kept alive
+        time.sleep(0.8)
+        assert client.get_experiment_by_name("c").experiment_id == "7"
+        assert len(_Flaky.seen) == 3
     finally:
         server.shutdown()
         server.server_close()
