@@ -24,6 +24,7 @@ import mimetypes
 import os
 import posixpath
 import select
+import socket
 import ssl
 import threading
 import time
@@ -36,6 +37,7 @@ from typing import Any
 CLIENT_ENV = "EVOLVE_MLFLOW_CLIENT"
 _ARTIFACTS_ROOT = "/api/2.0/mlflow-artifacts/artifacts"
 _RETRY_STATUS = {429, 500, 502, 503, 504}
+STREAM_ABOVE = 16 << 20  # artifact uploads larger than this are streamed from disk, not read into memory
 # settings MLflow's own client honours that this one does not: with any of them, use MLflow's
 _UNSUPPORTED_ENV = ("MLFLOW_TRACKING_CLIENT_CERT_PATH", "MLFLOW_TRACKING_SERVER_CERT_PATH",
                     "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_AUTH", "MLFLOW_TRACKING_AWS_SIGV4")
@@ -151,18 +153,26 @@ class RestClient:
                 conn = http.client.HTTPSConnection(self._netloc, timeout=timeout, context=ssl.create_default_context())
             else:
                 conn = http.client.HTTPConnection(self._netloc, timeout=timeout)
+            conn.connect()
+            # a streamed body goes out in several writes after the headers: no Nagle delay between them
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._local.conn = conn
         return conn
 
-    def request(self, method: str, path: str, body: bytes | None = None, *, query: dict | None = None,
+    def request(self, method: str, path: str, body: bytes | Path | None = None, *, query: dict | None = None,
                 content_type: str = "application/json") -> dict:
-        """One call, retried on a refused or dropped connection and on 429/5xx as MLflow's client is."""
+        """One call, retried on a refused or dropped connection and on 429/5xx as MLflow's client is.
+
+        ``body`` is bytes, or a file (a ``Path``) streamed from disk (opened again for a retry).
+        """
         url = self._base + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = content_type
+        if isinstance(body, Path):
+            headers["Content-Length"] = str(body.stat().st_size)
         retries = max(0, int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")))
         backoff = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "2"))
         attempt = 0
@@ -170,7 +180,11 @@ class RestClient:
             status, payload, error = 0, b"", None
             try:
                 conn = self._connection(fresh=attempt > 0)
-                conn.request(method, url, body=body, headers=headers)
+                if isinstance(body, Path):
+                    with open(body, "rb") as stream:
+                        conn.request(method, url, body=stream, headers=headers)
+                else:
+                    conn.request(method, url, body=body, headers=headers)
                 response = conn.getresponse()
                 status, payload = response.status, response.read()
                 if response.will_close:
@@ -325,9 +339,11 @@ class RestClient:
         return ArtifactUploader(self, posixpath.join(_ARTIFACTS_ROOT, parsed.path.lstrip("/")))
 
     def put_file(self, path: str, local_file: str | Path) -> None:
-        data = Path(local_file).read_bytes()
-        mime = mimetypes.guess_type(str(local_file))[0] or "application/octet-stream"
-        self.request("PUT", path, data, content_type=mime)
+        """Upload one file: in one write when small, streamed from disk when larger."""
+        local_file = Path(local_file)
+        mime = mimetypes.guess_type(local_file.name)[0] or "application/octet-stream"
+        size = local_file.stat().st_size
+        self.request("PUT", path, local_file.read_bytes() if size <= STREAM_ABOVE else local_file, content_type=mime)
 
 
 class ArtifactUploader:

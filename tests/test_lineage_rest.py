@@ -159,6 +159,14 @@ class _Flaky(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_PUT(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).seen.append((self.path, body))
+        status = 503 if len(type(self).seen) <= type(self).fail else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def log_message(self, *args):
         pass
 
@@ -194,3 +202,27 @@ def test_the_client_retries_busy_answers_and_reports_errors(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with pytest.raises(ConnectionError, match="127.0.0.1"):  # nobody listens there any more
         RestClient(url).create_experiment("x")
+
+
+@pytest.mark.parametrize("stream_above", [1 << 30, 1000], ids=["in-one-write", "streamed-from-disk"])
+def test_artifact_uploads_arrive_whole_also_when_retried(tmp_path, monkeypatch, stream_above):
+    import evolution.lineage_rest as rest
+
+    monkeypatch.setattr(rest, "STREAM_ABOVE", stream_above)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.01")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    local = tmp_path / "trials part.parquet"
+    local.write_bytes(bytes(range(256)) * 40)  # 10,240 bytes
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = RestClient(f"http://127.0.0.1:{server.server_address[1]}")
+        uploader = client.artifact_repository("mlflow-artifacts:/3/abc/artifacts")
+        _Flaky.fail, _Flaky.seen = 1, []  # the first attempt is answered 503: the file goes again
+        uploader.log_artifact(str(local), "trial_log/gen 1")
+    finally:
+        server.shutdown()
+        server.server_close()
+    path = "/api/2.0/mlflow-artifacts/artifacts/3/abc/artifacts/trial_log/gen%201/trials%20part.parquet"
+    assert _Flaky.seen == [(path, local.read_bytes())] * 2
+    assert client.artifact_repository("s3://bucket/3/abc/artifacts") is None  # MLflow's repository does those
