@@ -9,7 +9,9 @@ URIs). It answers the calls :class:`~evolution.lineage_ops.OpApplier` makes with
 names and arguments as ``MlflowClient``, and returns plain objects with the attributes used.
 
 It is used for ``http(s)://`` tracking URIs unless ``EVOLVE_MLFLOW_CLIENT=mlflow`` (MLflow's own
-client: for authentication plugins, client certificates and the like). It reads MLflow's
+client: for authentication plugins, client certificates and the like), which is also chosen
+when one of MLflow's TLS or auth settings, or an HTTP proxy for the server, is set. It reads
+``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` for HTTPS as MLflow's client does, and MLflow's
 settings for the rest: ``MLFLOW_TRACKING_TOKEN`` or ``MLFLOW_TRACKING_USERNAME`` /
 ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``,
 ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT``.
@@ -29,6 +31,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections import namedtuple
 from pathlib import Path
 from types import SimpleNamespace
@@ -63,7 +66,18 @@ def use_rest_client(tracking_uri: str) -> bool:
         raise ValueError(f"{CLIENT_ENV}={choice!r}: use 'auto' (the default), 'rest' or 'mlflow'")
     if choice == "mlflow" or not tracking_uri.startswith(("http://", "https://")):
         return False
-    return choice == "rest" or not any(os.environ.get(name) for name in _UNSUPPORTED_ENV)
+    if choice == "rest":
+        return True
+    return not any(os.environ.get(name) for name in _UNSUPPORTED_ENV) and not _behind_proxy(tracking_uri)
+
+
+def _behind_proxy(tracking_uri: str) -> bool:
+    """Whether ``HTTP(S)_PROXY`` applies to this server (``NO_PROXY`` aside): MLflow's client
+    (requests) goes through proxies, this one does not."""
+    parsed = urllib.parse.urlsplit(tracking_uri)
+    if parsed.scheme not in urllib.request.getproxies():
+        return False
+    return not urllib.request.proxy_bypass(parsed.hostname or "")
 
 
 def tracking_client(tracking_uri: str):
@@ -150,7 +164,10 @@ class RestClient:
             conn = None
         if conn is None:
             if self._scheme == "https":
-                conn = http.client.HTTPSConnection(self._netloc, timeout=timeout, context=ssl.create_default_context())
+                # the CA bundle MLflow's client (requests) would use, where one is set
+                cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+                conn = http.client.HTTPSConnection(self._netloc, timeout=timeout,
+                                                   context=ssl.create_default_context(cafile=cafile))
             else:
                 conn = http.client.HTTPConnection(self._netloc, timeout=timeout)
             conn.connect()

@@ -127,6 +127,9 @@ def test_the_client_choice_is_checked(monkeypatch):
     monkeypatch.delenv("EVOLVE_MLFLOW_CLIENT", raising=False)
     assert use_rest_client("http://127.0.0.1:5000")
     assert not use_rest_client("sqlite:///mlflow.db")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")  # requests goes through it, RestClient cannot
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert use_rest_client("http://127.0.0.1:5000") and not use_rest_client("http://mlflow.example:5000")
     monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")  # MLflow's client knows what to do with that
     assert not use_rest_client("https://mlflow.example")
     monkeypatch.setenv("EVOLVE_MLFLOW_CLIENT", "rest")
