@@ -51,7 +51,7 @@ from evolution.lineage_ops import (
     now_ms,
     write_json_atomic,
 )
-from evolution.lineage_rest import tracking_client
+from evolution.lineage_rest import tracking_client, use_rest_client
 from evolution.lineage_ship import ProcessSender, Sender
 from evolution.trials import part_path
 
@@ -178,6 +178,7 @@ class LineageLogger:
         spool = Spool(self.run_dir)
         state = (spool.load_state() if spool.exists()
                  else SyncState(tracking_uri=self.tracking_uri, experiment_name=self.experiment))
+        use_rest_client(self.tracking_uri)  # a bad EVOLVE_MLFLOW_CLIENT fails here, before the search
         if self.asynchronous and not self.in_process:
             self._sender = ProcessSender(self.tracking_uri, state, self.run_dir, self.model_code, self.http_retries,
                                          self.http_timeout_s, workers=self.send_workers)

@@ -71,6 +71,15 @@ def run_command(args: argparse.Namespace) -> int:
     from evolution.config import ConfigError, load_config
     from evolution.runner import plan, plan_resume
 
+    tracking = None
+    if not args.no_tracking and os.environ.get("EVOLVE_TRACKING", "").lower() not in ("off", "0", "false", "no"):
+        tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        from evolution.lineage_rest import use_rest_client
+
+        try:
+            use_rest_client(tracking)  # a bad EVOLVE_MLFLOW_CLIENT is an error before anything runs
+        except ValueError as error:
+            return _fail(str(error))
     overrides = {}
     if args.local:
         overrides["backend"] = "local"
@@ -94,9 +103,6 @@ def run_command(args: argparse.Namespace) -> int:
             run = plan(config, data_path=args.data, out_dir=args.out)
     except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError) as error:
         return _fail(str(error))
-    tracking = None
-    if not args.no_tracking and os.environ.get("EVOLVE_TRACKING", "").lower() not in ("off", "0", "false", "no"):
-        tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     return _execute(run, args.address, tracking)
 
 

@@ -123,7 +123,7 @@ def test_a_broken_cache_entry_is_rebuilt_and_the_cache_can_be_turned_off(tmp_pat
     assert not path.exists()
 
 
-def test_the_client_choice_is_checked(monkeypatch):
+def test_the_client_choice_is_checked(monkeypatch, tmp_path):
     monkeypatch.delenv("EVOLVE_MLFLOW_CLIENT", raising=False)
     assert use_rest_client("http://127.0.0.1:5000")
     assert not use_rest_client("sqlite:///mlflow.db")
@@ -139,6 +139,8 @@ def test_the_client_choice_is_checked(monkeypatch):
         use_rest_client("http://127.0.0.1:5000")
     with pytest.raises(ValueError, match="not an http"):
         RestClient("sqlite:///mlflow.db")
+    with pytest.raises(ValueError, match="EVOLVE_MLFLOW_CLIENT='requests'"):  # before any search starts
+        LineageLogger("http://127.0.0.1:5000").start(tmp_path / "run", {"population": 8})
 
 
 class _Flaky(BaseHTTPRequestHandler):
@@ -229,3 +231,13 @@ def test_artifact_uploads_arrive_whole_also_when_retried(tmp_path, monkeypatch, 
     path = "/api/2.0/mlflow-artifacts/artifacts/3/abc/artifacts/trial_log/gen%201/trials%20part.parquet"
     assert _Flaky.seen == [(path, local.read_bytes())] * 2
     assert client.artifact_repository("s3://bucket/3/abc/artifacts") is None  # MLflow's repository does those
+
+
+def test_evolve_run_refuses_an_unknown_client_before_it_starts(tmp_path, monkeypatch, capsys):
+    from evolution.cli import main
+
+    monkeypatch.setenv("EVOLVE_TRACKING", "on")
+    monkeypatch.setenv("EVOLVE_MLFLOW_CLIENT", "requests")
+    assert main(["run", "--out", str(tmp_path / "run"), "--tracking-uri", "http://127.0.0.1:5000"]) == 2
+    assert "EVOLVE_MLFLOW_CLIENT='requests': use 'auto' (the default), 'rest' or 'mlflow'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
