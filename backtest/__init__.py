@@ -6,6 +6,7 @@ No Ray, no MLflow, no HTTP server here. Public contracts:
 - ``backtest.positions(genome, candles)``
 - ``backtest.evaluate(population, market, folds)``
 """
+from backtest import jit_cache  # noqa: F401  (first: the kernels below are cached by content, see jit_cache.py)
 from backtest.engine import EvaluationResult, Evaluator, SimulationResult, evaluate, positions, signals, simulate
 from backtest.strategy import GenomeError, normalize_genome, strategy_id
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+import backtest.jit_cache  # noqa: F401  (the kernel below is cached by content, see backtest/jit_cache.py)
+
 
 @njit(cache=True, nogil=True)
 def front_ranks_nb(w: np.ndarray) -> np.ndarray:

@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("EVOLVE_TRACKING", "off")
 # pyfunc model templates are cached between runs; the tests keep theirs out of ~/.cache
 os.environ.setdefault("EVOLVE_CACHE_DIR", tempfile.mkdtemp(prefix="evolve-test-cache-"))
+# compiled numba kernels: one directory for the session and every process it starts (Ray job
+# and cluster included), also where a test points EVOLVE_CACHE_DIR elsewhere
+os.environ.setdefault("EVOLVE_JIT_CACHE_DIR", os.path.join(os.environ["EVOLVE_CACHE_DIR"], "numba"))
 
 
 @pytest.fixture(scope="session")

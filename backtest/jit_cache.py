@@ -1,0 +1,117 @@
+"""Numba's on-disk cache for this project's kernels, kept by source content instead of by path.
+
+Numba caches a ``cache=True`` function next to its source, in ``__pycache__``. A cold compile
+of the fused population kernel takes about two minutes on one core, and every new copy of
+the code pays it again: a fresh clone, and above all every ``ray job submit --working-dir``,
+whose package Ray unpacks into a new directory without ``__pycache__`` (it honours
+``.gitignore``). Each island actor of such a job compiled the kernels from scratch before
+generation 0.
+
+This module puts the project's kernels in ``$EVOLVE_JIT_CACHE_DIR``, by default
+``$EVOLVE_CACHE_DIR/numba`` (``$XDG_CACHE_HOME/evolve/numba`` or ``~/.cache/evolve/numba``), one directory per package and version of
+its numba source: ``backtest-<hash>/`` where the hash covers every module of the package that
+uses numba (this one aside). So any copy of the same code on the machine shares one compiled set, and a
+change to any kernel module (not only the file that defines a function, as numba itself
+checks) gives a fresh set. Numba still checks the function's bytecode, argument types and
+CPU in its index. Concurrent writers are safe: numba writes cache files atomically.
+
+``NUMBA_CACHE_DIR`` set by the user, or ``EVOLVE_JIT_CACHE_DIR=off`` (or ``EVOLVE_CACHE_DIR=off``), leaves numba's own choice
+in place. Functions outside this project are never affected. Old versions are not pruned
+(about 1.5 MB each); remove ``~/.cache/evolve/numba`` to reclaim the space.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+from numba.core import caching, config
+
+CACHE_ENV = "EVOLVE_CACHE_DIR"
+JIT_CACHE_ENV = "EVOLVE_JIT_CACHE_DIR"
+OFF = ("off", "none", "0")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("backtest", "evolution", "serving")
+
+
+def jit_cache_dir() -> Path | None:
+    """``$EVOLVE_JIT_CACHE_DIR``, else ``$EVOLVE_CACHE_DIR/numba`` (default ``~/.cache/evolve/numba``);
+    None when turned off."""
+    own = os.environ.get(JIT_CACHE_ENV, "").strip()
+    if own:
+        return None if own.lower() in OFF else Path(own).expanduser()
+    configured = os.environ.get(CACHE_ENV, "").strip()
+    if configured.lower() in OFF:
+        return None
+    if configured:
+        return Path(configured).expanduser() / "numba"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "evolve" / "numba"
+
+
+@functools.cache
+def _numba_source_digest(path: str, mtime_ns: int, size: int) -> bytes | None:
+    """The file's sha256 when it uses numba, else None (memoized by mtime and size)."""
+    with open(path, "rb") as handle:
+        content = handle.read()
+    return hashlib.sha256(content).digest() if b"numba" in content else None
+
+
+def package_stamp(package_dir: Path) -> str:
+    """Hash of the package's numba modules: their paths within the package and contents."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        if "__pycache__" in path.parts or path == Path(__file__).resolve():
+            continue  # this module says where kernels are kept, not what they compile to
+        stat = path.stat()
+        content = _numba_source_digest(str(path), stat.st_mtime_ns, stat.st_size)
+        if content is not None:
+            digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0" + content)
+    return digest.hexdigest()
+
+
+class ContentCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+    """Caches a function of this project in ``jit_cache_dir()/<package>-<stamp>/<subdir>``."""
+
+    def __init__(self, py_func, py_file: str, base: Path, package: str, relative_dir: Path):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._stamp = package_stamp(PROJECT_ROOT / package)
+        self._cache_path = str(base / f"{package}-{self._stamp[:20]}" / relative_dir)
+
+    def get_cache_path(self) -> str:
+        return self._cache_path
+
+    def get_source_stamp(self) -> str:
+        return self._stamp
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if config.CACHE_DIR:  # the user's NUMBA_CACHE_DIR wins
+            return None
+        base = jit_cache_dir()
+        if base is None or not os.path.exists(py_file):
+            return None
+        try:
+            relative = Path(py_file).resolve().relative_to(PROJECT_ROOT)
+        except ValueError:
+            return None
+        if len(relative.parts) < 2 or relative.parts[0] not in PACKAGES:
+            return None
+        self = cls(py_func, py_file, base, relative.parts[0], relative.parent)
+        try:
+            self.ensure_cache_path()
+        except OSError:  # not writable: numba's own locators take over
+            return None
+        return self
+
+
+def install() -> None:
+    """Put ``ContentCacheLocator`` first among numba's locators (once per process)."""
+    impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl  # renamed in numba 0.61
+    classes = impl._locator_classes
+    if ContentCacheLocator not in classes:
+        classes.insert(0, ContentCacheLocator)
+
+
+install()  # on import: backtest/__init__.py imports this module before any kernel module
