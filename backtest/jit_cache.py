@@ -17,7 +17,7 @@ CPU in its index. Concurrent writers are safe: numba writes cache files atomical
 
 ``NUMBA_CACHE_DIR`` set by the user, or ``EVOLVE_JIT_CACHE_DIR=off`` (or ``EVOLVE_CACHE_DIR=off``), leaves numba's own choice
 in place. Functions outside this project are never affected. Old versions are not pruned
-(about 1.5 MB each); remove ``~/.cache/evolve/numba`` to reclaim the space.
+(about 3 MB each); remove ``~/.cache/evolve/numba`` to reclaim the space.
 """
 from __future__ import annotations
 
