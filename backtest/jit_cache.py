@@ -8,16 +8,17 @@ whose package Ray unpacks into a new directory without ``__pycache__`` (it honou
 generation 0.
 
 This module puts the project's kernels in ``$EVOLVE_JIT_CACHE_DIR``, by default
-``$EVOLVE_CACHE_DIR/numba`` (``$XDG_CACHE_HOME/evolve/numba`` or ``~/.cache/evolve/numba``), one directory per package and version of
-its numba source: ``backtest-<hash>/`` where the hash covers every module of the package that
-uses numba (this one aside). So any copy of the same code on the machine shares one compiled set, and a
-change to any kernel module (not only the file that defines a function, as numba itself
-checks) gives a fresh set. Numba still checks the function's bytecode, argument types and
-CPU in its index. Concurrent writers are safe: numba writes cache files atomically.
+``$EVOLVE_CACHE_DIR/numba`` (``$XDG_CACHE_HOME/evolve/numba`` or ``~/.cache/evolve/numba``),
+one directory per package and version of its numba source: ``backtest-<hash>/`` where the
+hash covers every module of the package that uses numba (this one aside). So any copy of the
+same code on the machine shares one compiled set, and a change to any kernel module (not only
+the file that defines a function, as numba itself checks) gives a fresh set. Numba still
+checks the function's bytecode, argument types and CPU in its index. Concurrent writers are
+safe: numba writes cache files atomically.
 
-``NUMBA_CACHE_DIR`` set by the user, or ``EVOLVE_JIT_CACHE_DIR=off`` (or ``EVOLVE_CACHE_DIR=off``), leaves numba's own choice
-in place. Functions outside this project are never affected. Old versions are not pruned
-(about 3 MB each); remove ``~/.cache/evolve/numba`` to reclaim the space.
+``NUMBA_CACHE_DIR`` set by the user, or ``EVOLVE_JIT_CACHE_DIR=off`` (or ``EVOLVE_CACHE_DIR=off``),
+leaves numba's own choice in place. Functions outside this project are never affected. Old
+versions are not pruned (about 3 MB each); remove ``~/.cache/evolve/numba`` to reclaim the space.
 """
 from __future__ import annotations
 
@@ -49,24 +50,25 @@ def jit_cache_dir() -> Path | None:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "evolve" / "numba"
 
 
+def pin_jit_cache_dir() -> None:
+    """Fix the kernel cache where it is now, in the environment (child processes and Ray workers
+    inherit it), so that pointing ``EVOLVE_CACHE_DIR`` elsewhere later does not move it."""
+    directory = jit_cache_dir()
+    os.environ.setdefault(JIT_CACHE_ENV, str(directory) if directory else "off")
+
+
 @functools.cache
-def _numba_source_digest(path: str, mtime_ns: int, size: int) -> bytes | None:
-    """The file's sha256 when it uses numba, else None (memoized by mtime and size)."""
-    with open(path, "rb") as handle:
-        content = handle.read()
-    return hashlib.sha256(content).digest() if b"numba" in content else None
-
-
 def package_stamp(package_dir: Path) -> str:
-    """Hash of the package's numba modules: their paths within the package and contents."""
+    """Hash of the package's numba modules: their paths within the package and contents
+    (once per package and process: every kernel of the package asks when it is defined)."""
+    this_module = Path(__file__).resolve()
     digest = hashlib.sha256()
     for path in sorted(package_dir.rglob("*.py")):
-        if "__pycache__" in path.parts or path == Path(__file__).resolve():
+        if "__pycache__" in path.parts or path == this_module:
             continue  # this module says where kernels are kept, not what they compile to
-        stat = path.stat()
-        content = _numba_source_digest(str(path), stat.st_mtime_ns, stat.st_size)
-        if content is not None:
-            digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0" + content)
+        content = path.read_bytes()
+        if b"numba" in content:
+            digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0" + hashlib.sha256(content).digest())
     return digest.hexdigest()
 
 

@@ -118,10 +118,9 @@ def main() -> int:
     unknown = [name for name in sizes if name not in SIZES]
     if unknown:
         parser.error(f"unknown size {unknown[0]!r}: choose from {', '.join(SIZES)}")
-    from backtest.jit_cache import jit_cache_dir
+    from backtest.jit_cache import pin_jit_cache_dir
 
-    jit = jit_cache_dir()  # compiled kernels stay where they are when the template cache moves below
-    os.environ.setdefault("EVOLVE_JIT_CACHE_DIR", str(jit) if jit else "off")
+    pin_jit_cache_dir()  # compiled kernels stay where they are when the template cache moves below
     if args.backend == "ray":
         import ray
 

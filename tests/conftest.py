@@ -6,7 +6,7 @@ import tempfile
 
 import pytest
 
-from backtest.jit_cache import jit_cache_dir
+from backtest.jit_cache import pin_jit_cache_dir
 
 # `evolve run` logs lineage to MLflow by default; the engine's tests turn that off (it is
 # tested on its own against a real server in tests/test_lineage_*.py and test_run_tracking.py).
@@ -14,8 +14,7 @@ os.environ.setdefault("EVOLVE_TRACKING", "off")
 # compiled numba kernels: where every run on this machine keeps them (~/.cache/evolve/numba,
 # keyed by source content, see backtest/jit_cache.py), for the session and every process it
 # starts (Ray jobs and clusters included), also where a test points EVOLVE_CACHE_DIR elsewhere
-_jit = jit_cache_dir()
-os.environ.setdefault("EVOLVE_JIT_CACHE_DIR", str(_jit) if _jit else "off")
+pin_jit_cache_dir()
 # pyfunc model templates are cached between runs; the tests keep theirs out of ~/.cache
 os.environ.setdefault("EVOLVE_CACHE_DIR", tempfile.mkdtemp(prefix="evolve-test-cache-"))
 
