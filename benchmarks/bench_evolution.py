@@ -53,7 +53,7 @@ def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: 
     from evolution.pools import RayPool
     from evolution.runner import execute, plan
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench")
     pairs = []
     try:
         for _ in range(repeat):

@@ -124,7 +124,7 @@ def main() -> int:
     if args.backend == "ray":
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, namespace="bench-lineage", log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="bench-lineage", log_to_driver=False)
     with tempfile.TemporaryDirectory(prefix="bench-lineage-") as tmp:
         tmp = Path(tmp)
         os.environ.setdefault("EVOLVE_CACHE_DIR", str(tmp / "cache"))  # the warm-up run builds the model template

@@ -181,7 +181,8 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=rc.num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
+            # "local": a new Ray of our own, never a cluster an earlier `ray start` left on the machine
+            ray.init(address="local", num_cpus=rc.num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
         started = True
     pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
     try:

@@ -26,6 +26,6 @@ def ray_session():
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, namespace="evolution-tests", include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, namespace="evolution-tests", include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
