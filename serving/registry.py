@@ -9,7 +9,11 @@ MLflow only):
   kept for rollback;
 * every stage change is an append-only event: a registered-model tag
   ``stage_event.<ms>.<suffix>`` holding ``{"version", "stage", "at", "reason", "strategy_id"}``,
-  and the version's own ``stage_history`` tag (a JSON list) repeats its events.
+  and the version's own ``stage_history`` tag (a JSON list) repeats its events;
+* a version in shadow or live carries its latest paper-trading metrics in the tag
+  ``latest_metrics`` (JSON: the metric names of ``backtest.metrics`` plus ``bars``, ``trades``
+  and ``at``, the ms timestamp of the last bar judged), written by the serving controller
+  when it judges the version and read by ``GET /v1/strategies`` and ``evolve status``.
 
 So "which version was live at time t" is :meth:`ModelRegistry.live_version_at`::
 
@@ -38,6 +42,7 @@ STRATEGY_ID_TAG = "strategy_id"
 STAGE_TAG = "stage"
 STAGE_HISTORY_TAG = "stage_history"
 STAGE_EVENT_PREFIX = "stage_event."
+LATEST_METRICS_TAG = "latest_metrics"
 
 
 class RegistryError(ValueError):
