@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     from evolution import sync_cli
 
     sync_cli.register(sub)
+    from evolution import report_cli
+
+    report_cli.register(sub)
     return parser
 
 

@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--local", action="store_true", help="run islands in-process, without Ray")
     run.add_argument("--address", help="Ray address to join (default: $RAY_ADDRESS, else a local Ray)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--metrics-port", type=int, metavar="PORT",
+                     help="serve Prometheus metrics on 127.0.0.1:PORT/metrics while the run lasts "
+                     "(0: a free port; default: runtime.metrics_port, else none)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     run.add_argument("--no-tracking", action="store_true",
                      help="do not log lineage to MLflow (also: EVOLVE_TRACKING=off)")
@@ -50,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--local", action="store_true", help="run islands in-process, without Ray")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=demo_command, config=None, data=None, seed=None, resume=None, address=None,
-                      tracking_uri=None, no_tracking=False)
+                      tracking_uri=None, no_tracking=False, metrics_port=None)
 
 
 def _fail(message: str) -> int:
@@ -85,6 +88,8 @@ def run_command(args: argparse.Namespace) -> int:
         overrides["backend"] = "local"
     if args.no_progress:
         overrides["progress"] = False
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
     try:
         if args.resume is not None:
             if args.config or args.data or args.seed is not None or args.out:
@@ -153,12 +158,40 @@ class _Lineage:
         return self.logger.run_dir
 
 
+def _start_metrics(config) -> str | None:
+    """Serve the driver's /metrics when asked (evolution/telemetry.py); an error message if it cannot."""
+    rc = config.runtime
+    if rc.metrics_port is None:
+        return None
+    from evolution.telemetry import start_exporter
+
+    try:
+        _, port = start_exporter(rc.metrics_port, rc.metrics_host)
+    except OSError as error:
+        return (f"metrics port {rc.metrics_host}:{rc.metrics_port}: {error.strerror or error}; "
+                "pick another --metrics-port (0: any free port)")
+    print(f"metrics: http://{rc.metrics_host}:{port}/metrics", flush=True)
+    return None
+
+
+def _finish(run, result: dict, lineage: _Lineage) -> None:
+    """The result first, then the report page (logged with the lineage), then the lineage."""
+    from evolution.report import summary_table
+    from evolution.report_html import write_report
+
+    print(summary_table(result, run.run_dir), flush=True)
+    print(f"report: {write_report(run.run_dir, market=run.spec.market).resolve()}", flush=True)
+    lineage.finish(run)
+
+
 def _execute(run, address: str | None, tracking: str | None = None) -> int:
     from evolution.pools import LocalPool, RayPool
-    from evolution.report import summary_table
     from evolution.runner import execute
 
     config = run.config
+    problem = _start_metrics(config)
+    if problem:
+        return _fail(problem)
     lineage = _Lineage(run, tracking)
     if config.runtime.backend == "local":
         pool = LocalPool(config, run.spec.market, run.spec.split.test_ranges())
@@ -167,8 +200,7 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
                              on_hall_of_fame=lineage.on_hall_of_fame)
         finally:
             pool.close()
-        print(summary_table(result, run.run_dir), flush=True)  # the result first; lineage goes out after
-        lineage.finish(run)
+        _finish(run, result, lineage)
         return 0
 
     import ray
@@ -192,6 +224,5 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
         pool.close()
         if started:
             ray.shutdown()
-    print(summary_table(result, run.run_dir), flush=True)  # the result first; lineage goes out after
-    lineage.finish(run)
+    _finish(run, result, lineage)
     return 0
