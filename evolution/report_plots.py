@@ -147,14 +147,14 @@ def drawdown(data: ReportData) -> str | None:
     if not curves:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    for segment, frame in curves.items():
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves) + 1, 2.8), squeeze=False, sharey=True)
+    for ax, (segment, frame) in zip(axes[0], curves.items()):
         values = np.asarray(frame["equity"], dtype=np.float64)
         dd = values / np.maximum.accumulate(values) - 1.0
-        ax.fill_between(_dates(frame["timestamp"]), dd, 0.0, alpha=0.35, label=SEGMENT_LABELS[segment])
-    ax.set_ylabel("drawdown from the running peak")
-    ax.legend(fontsize=7)
-    ax.tick_params(axis="x", labelrotation=20, labelsize=7)
+        ax.fill_between(_dates(frame["timestamp"]), dd, 0.0, color="tab:red", alpha=0.45)
+        ax.set_title(SEGMENT_LABELS[segment], fontsize=8)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    axes[0][0].set_ylabel("drawdown from the running peak")
     return _svg(fig)
 
 
