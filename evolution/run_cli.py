@@ -95,6 +95,8 @@ def run_command(args: argparse.Namespace) -> int:
             if args.config or args.data or args.seed is not None or args.out:
                 return _fail("--resume takes the run's own config and data; drop --config/--data/--seed/--out")
             run = plan_resume(args.resume, **overrides)
+            if problem := _start_metrics(run.config):
+                return _fail(problem)
         else:
             config = load_config(args.config)
             top = {}
@@ -105,6 +107,8 @@ def run_command(args: argparse.Namespace) -> int:
             top.update({f"runtime.{k}": v for k, v in overrides.items()})
             if top:
                 config = config.with_overrides(**top)
+            if problem := _start_metrics(config):  # before the market is loaded: exchange requests count
+                return _fail(problem)
             run = plan(config, data_path=args.data, out_dir=args.out)
     except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError) as error:
         return _fail(str(error))
@@ -189,9 +193,6 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
     from evolution.runner import execute
 
     config = run.config
-    problem = _start_metrics(config)
-    if problem:
-        return _fail(problem)
     lineage = _Lineage(run, tracking)
     if config.runtime.backend == "local":
         pool = LocalPool(config, run.spec.market, run.spec.split.test_ranges())

@@ -21,13 +21,23 @@ from backtest.telemetry import catalogue as M
 
 HOLDOUT_GATES = ("dsr", "pbo", "min_trades", "max_drawdown")
 
+#: what the driver records (listed on /metrics from the start): the search, and the market data
+#: it loads before the search (exchange requests, retries, circuit breaker; a candle cache)
+DRIVER_METRICS = (M.GENERATIONS, M.GENERATION_DURATION, M.LAST_GENERATION, M.EVALUATIONS_PER_SECOND,
+                  M.TRIALS_EVALUATED, M.TRIALS_CACHED, M.SHARPE, M.PROFIT_FACTOR, M.WIN_RATE, M.GATE_OUTCOMES,
+                  M.PROMOTED, M.ERRORS, M.MARKET_DATA_REQUESTS, M.MARKET_DATA_RETRIES, M.MARKET_DATA_CIRCUIT_STATE,
+                  M.MARKET_DATA_CACHE_HITS, M.MARKET_DATA_CACHE_MISSES)
+#: what island actors record (Ray's metrics agent exports them as ray_<name>; a --local run's
+#: islands record them on the driver's endpoint under their own names)
+ISLAND_METRICS = (M.ISLAND_EVALUATION_DURATION, M.ISLAND_TRIALS_EVALUATED, M.ISLAND_TRIALS_CACHED)
+
 
 def start_exporter(port: int, host: str = "127.0.0.1") -> tuple[PrometheusRecorder, int]:
     """Serve the driver's metrics on ``http://host:port/metrics``; returns the recorder and the port."""
     import prometheus_client
 
     prometheus_client.disable_created_metrics()  # no *_created series next to every counter
-    rec = PrometheusRecorder()
+    rec = PrometheusRecorder(eager=DRIVER_METRICS)
     for gate in HOLDOUT_GATES:  # every series the alerts and dashboard read exists from the start
         for outcome in ("pass", "fail"):
             rec.touch(M.GATE_OUTCOMES, gate=gate, stage="holdout", outcome=outcome)
