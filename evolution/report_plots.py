@@ -15,6 +15,10 @@ from evolution.report_data import ReportData
 SEGMENT_LABELS = {"in_sample": "in-sample (all bars before the holdout)", "walk_forward": "walk-forward test folds",
                   "holdout": "holdout (never seen by the search)", "shadow": "shadow (paper trading)"}
 _SVG_START = re.compile(r"<svg\b")
+# inside HTML an SVG needs neither its RDF metadata (links to purl.org, creativecommons.org) nor
+# namespace declarations: without them the page names no URL at all
+_SVG_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
+_SVG_NAMESPACES = re.compile(r'\s+xmlns(:\w+)?="[^"]*"')
 
 
 def _pyplot():
@@ -35,7 +39,8 @@ def _svg(fig) -> str:
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     plt.close(fig)
     text = buf.getvalue()
-    return text[_SVG_START.search(text).start():]  # no XML declaration or DOCTYPE inside HTML
+    text = text[_SVG_START.search(text).start():]  # no XML declaration or DOCTYPE inside HTML
+    return _SVG_NAMESPACES.sub("", _SVG_METADATA.sub("", text, count=1))
 
 
 def _dates(timestamps) -> pd.DatetimeIndex:
