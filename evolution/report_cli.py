@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     report.add_argument("run_dir", type=Path, help="the run directory (holds result.json and trials/)")
     report.add_argument("--out", type=Path, help="write the page here too (default: RUN_DIR/report.html only)")
+    report.add_argument("--no-progress", action="store_true", help="no progress bar")
     report.set_defaults(func=run_report)
 
 
@@ -43,7 +44,7 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"evolve report: error: {args.run_dir} is not a directory", file=sys.stderr)
         return EXIT_USER_ERROR
     try:
-        path = write_report(args.run_dir)
+        path = write_report(args.run_dir, progress=not args.no_progress)
     except FileNotFoundError as error:
         print(f"evolve report: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,8 @@ def _figure(key: str, title: str, svg: str | None, note: str = "") -> str:
     return f'<figure class="plot" id="plot-{key}"><figcaption>{html.escape(title)}</figcaption>{body}{extra}</figure>'
 
 
-def render(data: ReportData) -> str:
+def render(data: ReportData, on_plot=None) -> str:
+    """The page's HTML; ``on_plot()`` after each plot is drawn (progress)."""
     figures = []
     for key, (title, draw) in PLOTS.items():
         note = ""
@@ -114,16 +116,25 @@ def render(data: ReportData) -> str:
                 "" if data.shadow is not None else
                 f"Shadow trading: none recorded for this run yet (serving writes {SHADOW_EQUITY_FILE}).")
         figures.append(_figure(key, title, draw(data), note))
+        if on_plot is not None:
+            on_plot()
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>evolve run {html.escape(str(data.result.get('run_id')))}</title><style>{_CSS}</style></head>"
             f"<body>{_summary(data)}{_hall_of_fame(data)}{''.join(figures)}{_gates(data)}</body></html>\n")
 
 
-def write_report(run_dir: str | Path, market: Any = None) -> Path:
+def write_report(run_dir: str | Path, market: Any = None, progress: bool = False) -> Path:
     """Write ``RUN_DIR/report.html`` (atomically) and return its path. ``market``: the run's
-    OHLCV if the caller holds it; otherwise it is rebuilt from the run's config.json."""
+    OHLCV if the caller holds it; otherwise it is rebuilt from the run's config.json.
+    ``progress``: a progress bar on stderr (when it is a terminal)."""
+    from tqdm import tqdm
+
     run_dir = Path(run_dir)
-    text = render(gather(run_dir, market=market))
+    with tqdm(total=len(PLOTS) + 1, desc="report", unit="step", file=sys.stderr, disable=None if progress else True,
+              leave=False) as bar:
+        data = gather(run_dir, market=market)  # equity curves: the champion backtested again
+        bar.update(1)
+        text = render(data, on_plot=lambda: bar.update(1))
     path = run_dir / REPORT_FILE
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(text, encoding="utf-8")

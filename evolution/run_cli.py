@@ -20,12 +20,27 @@ from pathlib import Path
 
 EXIT_USER_ERROR = 2
 
+RUN_EXAMPLES = """examples:
+  evolve run                                        # configs/demo.yaml, writes runs/<run_id>/
+  evolve run --config configs/demo.yaml --seed 3 --out runs/demo3
+  evolve run --data btc-1h.parquet --local          # your candles, islands in this process
+  evolve run --resume runs/<run_id>                 # continue from the last checkpoint
+  evolve run --address 127.0.0.1:6380               # join a `ray start --head --port 6380` cluster
+  evolve run --metrics-port 9477                    # Prometheus metrics on 127.0.0.1:9477/metrics
+  evolve run --tracking-uri http://127.0.0.1:5000   # lineage to an MLflow server (--no-tracking: none)
+"""
+DEMO_EXAMPLES = """examples:
+  evolve demo                  # then: make mlflow-ui, and open runs/<run_id>/report.html
+  evolve demo --local --out runs/demo
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
         "run", help="evolve trading strategies on Ray islands and gate the winners",
         description="Evolve strategy genomes with island GAs on Ray; judge the hall of fame on the "
-        "holdout (DSR, PBO, trades, drawdown); write RUN_DIR/result.json.",
+        "holdout (DSR, PBO, trades, drawdown); write RUN_DIR/result.json and RUN_DIR/report.html.",
+        epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--config", type=Path, help="YAML run config (default: configs/demo.yaml)")
     run.add_argument("--data", type=Path, help="CSV or Parquet OHLCV file instead of the config's market")
@@ -48,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "lineage in sqlite:///mlflow.db",
         description="Run the demo search (configs/demo.yaml) with every embedded default and log its "
         "lineage to MLflow; `make mlflow-ui` then shows it.",
+        epilog=DEMO_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--out", type=Path, help="run directory (default: runs/<run_id>)")
     demo.add_argument("--local", action="store_true", help="run islands in-process, without Ray")
@@ -184,7 +200,8 @@ def _finish(run, result: dict, lineage: _Lineage) -> None:
     from evolution.report_html import write_report
 
     print(summary_table(result, run.run_dir), flush=True)
-    print(f"report: {write_report(run.run_dir, market=run.spec.market).resolve()}", flush=True)
+    page = write_report(run.run_dir, market=run.spec.market, progress=run.config.runtime.progress)
+    print(f"report: {page.resolve()}", flush=True)
     lineage.finish(run)
 
 

@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import threading
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
