@@ -152,7 +152,7 @@ def test_prometheus_recorder_exports_catalogue_names_types_and_units():
     rec.observe(M.GENERATION_DURATION, 1.5)
     rec.set(M.MARKET_DATA_CIRCUIT_STATE, 2, exchange="binance")
     text = generate_latest(rec.registry).decode()
-    assert 'evolution_gate_outcomes_total{gate="dsr",stage="holdout",outcome="fail"} 2.0' in text
+    assert 'evolution_gate_outcomes_total{gate="dsr",outcome="fail",stage="holdout"} 2.0' in text
     assert "# TYPE evolution_generation_duration_seconds histogram" in text
     assert "# UNIT evolution_generation_duration_seconds seconds" in text
     assert 'evolution_generation_duration_seconds_bucket{le="2.5"} 1.0' in text
