@@ -114,6 +114,7 @@ def _prometheus_config(driver_port: int, discovery: Path) -> dict:
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     jobs["evolve-driver"]["static_configs"] = [{"targets": [f"127.0.0.1:{driver_port}"]}]
     jobs["ray"]["file_sd_configs"] = [{"files": [str(discovery)], "refresh_interval": "1s"}]
+    config["scrape_configs"] = [jobs["evolve-driver"], jobs["ray"]]  # nothing at the serving port in this test
     return config
 
 
