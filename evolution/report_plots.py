@@ -21,23 +21,47 @@ _SVG_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
 _SVG_NAMESPACES = re.compile(r'\s+xmlns(:\w+)?="[^"]*"')
 
 
-def _pyplot():
+_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "evolve-report", "font.size": 9, "axes.grid": True,
+          "grid.alpha": 0.3}
+
+
+def _figure(**kwargs):
+    """A matplotlib Figure of its own: no pyplot, no backend switch (safe beside other threads
+    that draw with pyplot)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
+def _style():
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    return matplotlib.rc_context(_STYLE)
 
-    plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "evolve-report", "font.size": 9,
-                         "axes.grid": True, "grid.alpha": 0.3})
-    return plt
+
+def _styled(draw):
+    """Run a drawing function inside the report's style (rc parameters apply when artists are made)."""
+    import functools
+
+    @functools.wraps(draw)
+    def wrapper(data):
+        with _style():
+            return draw(data)
+
+    return wrapper
+
+
+def _cmap(name: str):
+    import matplotlib
+
+    return matplotlib.colormaps[name]
 
 
 def _svg(fig) -> str:
-    plt = _pyplot()
     buf = io.StringIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    plt.close(fig)
+    with _style():
+        fig.tight_layout()
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
     text = text[_SVG_START.search(text).start():]  # no XML declaration or DOCTYPE inside HTML
     return _SVG_NAMESPACES.sub("", _SVG_METADATA.sub("", text, count=1))
@@ -47,13 +71,14 @@ def _dates(timestamps) -> pd.DatetimeIndex:
     return pd.to_datetime(np.asarray(timestamps, dtype=np.int64), unit="ms", utc=True)
 
 
+@_styled
 def fitness(data: ReportData) -> str | None:
     stats = data.fitness.dropna(subset=["best"])
     if stats.empty:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    cmap = plt.get_cmap("tab10")
+    fig = _figure(figsize=(8, 3.6))
+    ax = fig.subplots()
+    cmap = _cmap("tab10")
     for island, group in stats.groupby("island"):
         color = cmap(int(island) % 10)
         ax.plot(group["generation"], group["best"], marker="o", ms=3, color=color, label=f"island {island} best")
@@ -65,12 +90,13 @@ def fitness(data: ReportData) -> str | None:
     return _svg(fig)
 
 
+@_styled
 def pareto(data: ReportData) -> str | None:
     points = data.trials_points
     if points.empty:
         return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig = _figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
     front = points[points["strategy_id"].isin(set(data.pareto_ids))].sort_values("x")
     ax.scatter(points["x"], points["y"], s=8, color="0.7", label=f"{len(points)} distinct trials")
     if len(front):
@@ -86,13 +112,13 @@ def pareto(data: ReportData) -> str | None:
     return _svg(fig)
 
 
+@_styled
 def lineage(data: ReportData) -> str | None:
     nodes = data.lineage
     if not nodes:
         return None
     from matplotlib.collections import LineCollection
 
-    plt = _pyplot()
     by_generation: dict[int, list] = {}
     for node in nodes.values():
         by_generation.setdefault(node.generation, []).append(node)
@@ -103,10 +129,11 @@ def lineage(data: ReportData) -> str | None:
         for rank, node in enumerate(members):
             pos[node.strategy_id] = (generation, rank - offset)
     widest = max(len(m) for m in by_generation.values())
-    fig, ax = plt.subplots(figsize=(9, min(10.0, 2.5 + 0.12 * widest)))
+    fig = _figure(figsize=(9, min(10.0, 2.5 + 0.12 * widest)))
+    ax = fig.subplots()
     segments = [[pos[p], pos[sid]] for sid, node in nodes.items() for p in node.parents if p in pos]
     ax.add_collection(LineCollection(segments, colors="0.6", linewidths=0.6, zorder=1))
-    cmap = plt.get_cmap("tab10")
+    cmap = _cmap("tab10")
     for island in sorted({n.island for n in nodes.values()}):
         xy = np.array([pos[n.strategy_id] for n in nodes.values() if n.island == island], dtype=float)
         ax.scatter(xy[:, 0], xy[:, 1], s=14, color=cmap(island % 10), zorder=2, label=f"island {island}")
@@ -132,12 +159,13 @@ def _curves(data: ReportData) -> dict[str, pd.DataFrame]:
     return curves
 
 
+@_styled
 def equity(data: ReportData) -> str | None:
     curves = _curves(data)
     if not curves:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves) + 1, 3.4), squeeze=False)
+    fig = _figure(figsize=(3.2 * len(curves) + 1, 3.4))
+    axes = fig.subplots(1, len(curves), squeeze=False)
     for ax, (segment, frame) in zip(axes[0], curves.items()):
         ax.plot(_dates(frame["timestamp"]), frame["equity"], color="tab:blue", lw=1.2)
         ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
@@ -147,12 +175,13 @@ def equity(data: ReportData) -> str | None:
     return _svg(fig)
 
 
+@_styled
 def drawdown(data: ReportData) -> str | None:
     curves = _curves(data)
     if not curves:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves) + 1, 2.8), squeeze=False, sharey=True)
+    fig = _figure(figsize=(3.2 * len(curves) + 1, 2.8))
+    axes = fig.subplots(1, len(curves), squeeze=False, sharey=True)
     for ax, (segment, frame) in zip(axes[0], curves.items()):
         values = np.asarray(frame["equity"], dtype=np.float64)
         dd = values / np.maximum.accumulate(values) - 1.0
@@ -166,12 +195,13 @@ def drawdown(data: ReportData) -> str | None:
 TRADE_STATS = ("n_trades", "win_rate", "profit_factor", "exposure", "sharpe", "max_drawdown")
 
 
+@_styled
 def trade_statistics(data: ReportData, top: int = 5) -> str | None:
     hof = (data.result.get("hall_of_fame") or [])[:top]
     if not hof:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(TRADE_STATS), figsize=(12, 3.0))
+    fig = _figure(figsize=(12, 3.0))
+    axes = fig.subplots(1, len(TRADE_STATS))
     width = 0.38
     x = np.arange(len(hof))
     for ax, name in zip(axes, TRADE_STATS):

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -169,3 +170,22 @@ def test_the_report_renders_in_chromium_with_every_plot_drawn_and_no_request(run
         y0, x0 = int(rect["y"]), int(rect["x"])
         area = image[y0 + 30: y0 + int(rect["h"]), x0: x0 + int(rect["w"])]
         assert area.size and (area < 200).mean() > 0.01, f"{rect['id']} looks blank"
+
+
+@pytest.mark.slow
+def test_the_report_is_logged_to_mlflow_with_the_run(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # a SQLite store keeps its artifacts under ./mlruns
+    monkeypatch.delenv("EVOLVE_TRACKING", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(small_config(**{"generations": 2, "islands": 1}).model_dump(mode="json")))
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(config), "--out", str(out), "--tracking-uri", uri]) == 0
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert "report.html" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    copy = client.download_artifacts(parent.info.run_id, "report.html", str(tmp_path / "copy"))
+    assert Path(copy).read_text() == (out / "report.html").read_text()
