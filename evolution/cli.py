@@ -9,6 +9,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evolve",
         description="Distributed strategy evolution engine.",
+        epilog="examples:\n  evolve demo\n  evolve run --config configs/demo.yaml --metrics-port 9477\n"
+        "  evolve report runs/<run_id>\n  evolve data fetch --exchange binance --symbol BTC/USDT --timeframe 1h "
+        "--since 2024-01-01\n  evolve sync runs/<run_id>\n\n`evolve COMMAND --help` shows each command's options and examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     from evolution import data_cli, run_cli
@@ -18,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     from evolution import sync_cli
 
     sync_cli.register(sub)
+    from evolution import report_cli
+
+    report_cli.register(sub)
     return parser
 
 

@@ -207,6 +207,10 @@ class RuntimeConfig(_Model):
     checkpoint_dir: Path | None = Field(None, description="default: <run dir>/checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
     progress: bool = True
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="serve the driver's Prometheus metrics on this port (0: any free port); None: no endpoint")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoint binds to")
     ray: RayConfig = Field(default_factory=RayConfig)
 
 

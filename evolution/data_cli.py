@@ -20,6 +20,18 @@ from pathlib import Path
 import pandas as pd
 
 EXIT_USER_ERROR = 2
+
+FETCH_EXAMPLES = """examples:
+  evolve data fetch --exchange binance --symbol BTC/USDT --timeframe 1h --since 2024-01-01
+  evolve data fetch --exchange binance --symbol ETH/USDT --timeframe 15m --since 2024-06-01 \\
+      --until 2024-07-01 --out eth-15m.parquet
+  evolve data fetch --exchange binance --symbol BTC/USDT --timeframe 1h --since 2024-01-01 \\
+      --base-url http://127.0.0.1:8080            # a proxy or a local server speaking the REST API
+"""
+SHOW_EXAMPLES = """examples:
+  evolve data show btc-1h.parquet
+  evolve data show --exchange binance --symbol BTC/USDT --timeframe 1h --json
+"""
 EXIT_EXCHANGE_ERROR = 1
 
 
@@ -32,7 +44,9 @@ def _iso(ms: int) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="fetch market data from exchanges and inspect stored candles")
+    data = subparsers.add_parser("data", help="fetch market data from exchanges and inspect stored candles",
+                                 epilog=FETCH_EXAMPLES + SHOW_EXAMPLES.removeprefix("examples:\n"),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = data.add_subparsers(dest="data_command", required=True)
 
     fetch = sub.add_parser(
@@ -40,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fetch candles into the local Parquet store (only what is missing)",
         description="Fetch OHLCV candles from a ccxt exchange into the local Parquet store. "
         "Only bars the store does not hold yet are requested.",
+        epilog=FETCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fetch.add_argument("--exchange", required=True, help="ccxt exchange id, e.g. binance")
     fetch.add_argument("--symbol", required=True, help="unified symbol, e.g. BTC/USDT")
@@ -60,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="show range, bar count and gaps of a candle file or a stored market",
         description="Show the range, bar count and gaps of a candle file, or of the stored "
         "market named by --exchange/--symbol/--timeframe.",
+        epilog=SHOW_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     show.add_argument("path", nargs="?", type=Path, help="a .parquet or .csv candle file")
     show.add_argument("--exchange")

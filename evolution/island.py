@@ -18,6 +18,7 @@ An individual is plain data: ``{"strategy_id", "genome", "fitness", "walk_forwar
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from evolution import fitness as fit
 from evolution import nsga
 from evolution.config import EvolutionConfig
 from evolution.operators import CROSSOVER_FUNCTIONS, MUTATION_FUNCTIONS, init_genome
+from evolution.telemetry import record_island
 
 REDRAWS = 4  # attempts to make an offspring this island has not seen yet
 
@@ -58,6 +60,7 @@ class Island:
     def restore(self, state: dict | None) -> int:
         """Reset to a checkpointed state (None: before generation 0). Returns the generation."""
         self._seen_added: dict[str, dict] = {}  # since the last state_delta
+        self._cached = 0  # offspring of the last generation scored from the seen cache (for metrics)
         if state is None:
             self.generation, self.population, self.seen = -1, [], {}
         else:
@@ -97,7 +100,7 @@ class Island:
             self._expect(generation)
         added, self._seen_added = self._seen_added, {}
         return {"island": self.index, "generation": self.generation, "population": self.population,
-                "seen_added": added}
+                "seen_added": added, "cached": self._cached}
 
     def step_and_state(self, generation: int) -> tuple[list[dict], dict]:
         """:meth:`step` and then :meth:`state_delta` in one call (one round trip to an actor)."""
@@ -186,6 +189,7 @@ class Island:
             unique.setdefault(c["strategy_id"], c)
         todo = list(unique.values())
         rows: list[dict] = []
+        started = time.perf_counter()
         if todo:
             result = self.evaluator.evaluate(
                 [c["genome"] for c in todo], self.market, self.folds,
@@ -213,6 +217,8 @@ class Island:
                     | (fold_cols[i] if error is None else fit.fold_columns(None, n_folds))
                     | {"oos_returns": buckets}
                 )
+        self._cached = len(candidates) - len(todo)
+        record_island(self.index, len(todo), self._cached, time.perf_counter() - started)
         for c in candidates:
             known = self.seen.get(c["strategy_id"])
             if known is not None:

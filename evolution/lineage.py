@@ -338,7 +338,8 @@ class LineageLogger:
         self._send({"op": "log_batch", "run": key, "metrics": metrics, "time": at,
                     "tags": {"lineage_complete": str(full.complete).lower(),
                              "promoted": json.dumps(result.get("promoted", []))}})
-        artifacts = [{"op": "log_artifact", "run": key, "path": data.RESULT_FILE, "artifact_path": None, "time": at}]
+        artifacts = [{"op": "log_artifact", "run": key, "path": name, "artifact_path": None, "time": at}
+                     for name in (data.RESULT_FILE, "report.html") if (run_dir / name).exists()]
         for path in data.trial_log_paths(run_dir):
             relative = path.relative_to(run_dir)
             if str(relative) in self._sent_parts and run_dir == self.run_dir:

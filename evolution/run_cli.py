@@ -20,12 +20,27 @@ from pathlib import Path
 
 EXIT_USER_ERROR = 2
 
+RUN_EXAMPLES = """examples:
+  evolve run                                        # configs/demo.yaml, writes runs/<run_id>/
+  evolve run --config configs/demo.yaml --seed 3 --out runs/demo3
+  evolve run --data btc-1h.parquet --local          # your candles, islands in this process
+  evolve run --resume runs/<run_id>                 # continue from the last checkpoint
+  evolve run --address 127.0.0.1:6380               # join a `ray start --head --port 6380` cluster
+  evolve run --metrics-port 9477                    # Prometheus metrics on 127.0.0.1:9477/metrics
+  evolve run --tracking-uri http://127.0.0.1:5000   # lineage to an MLflow server (--no-tracking: none)
+"""
+DEMO_EXAMPLES = """examples:
+  evolve demo                  # then: make mlflow-ui, and open runs/<run_id>/report.html
+  evolve demo --local --out runs/demo
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
         "run", help="evolve trading strategies on Ray islands and gate the winners",
         description="Evolve strategy genomes with island GAs on Ray; judge the hall of fame on the "
-        "holdout (DSR, PBO, trades, drawdown); write RUN_DIR/result.json.",
+        "holdout (DSR, PBO, trades, drawdown); write RUN_DIR/result.json and RUN_DIR/report.html.",
+        epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--config", type=Path, help="YAML run config (default: configs/demo.yaml)")
     run.add_argument("--data", type=Path, help="CSV or Parquet OHLCV file instead of the config's market")
@@ -35,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--local", action="store_true", help="run islands in-process, without Ray")
     run.add_argument("--address", help="Ray address to join (default: $RAY_ADDRESS, else a local Ray)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--metrics-port", type=int, metavar="PORT",
+                     help="serve Prometheus metrics on 127.0.0.1:PORT/metrics while the run lasts "
+                     "(0: a free port; default: runtime.metrics_port, else none)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     run.add_argument("--no-tracking", action="store_true",
                      help="do not log lineage to MLflow (also: EVOLVE_TRACKING=off)")
@@ -45,12 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "lineage in sqlite:///mlflow.db",
         description="Run the demo search (configs/demo.yaml) with every embedded default and log its "
         "lineage to MLflow; `make mlflow-ui` then shows it.",
+        epilog=DEMO_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--out", type=Path, help="run directory (default: runs/<run_id>)")
     demo.add_argument("--local", action="store_true", help="run islands in-process, without Ray")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=demo_command, config=None, data=None, seed=None, resume=None, address=None,
-                      tracking_uri=None, no_tracking=False)
+                      tracking_uri=None, no_tracking=False, metrics_port=None)
 
 
 def _fail(message: str) -> int:
@@ -85,11 +104,15 @@ def run_command(args: argparse.Namespace) -> int:
         overrides["backend"] = "local"
     if args.no_progress:
         overrides["progress"] = False
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
     try:
         if args.resume is not None:
             if args.config or args.data or args.seed is not None or args.out:
                 return _fail("--resume takes the run's own config and data; drop --config/--data/--seed/--out")
             run = plan_resume(args.resume, **overrides)
+            if problem := _start_metrics(run.config):
+                return _fail(problem)
         else:
             config = load_config(args.config)
             top = {}
@@ -100,6 +123,8 @@ def run_command(args: argparse.Namespace) -> int:
             top.update({f"runtime.{k}": v for k, v in overrides.items()})
             if top:
                 config = config.with_overrides(**top)
+            if problem := _start_metrics(config):  # before the market is loaded: exchange requests count
+                return _fail(problem)
             run = plan(config, data_path=args.data, out_dir=args.out)
     except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError) as error:
         return _fail(str(error))
@@ -153,9 +178,35 @@ class _Lineage:
         return self.logger.run_dir
 
 
+def _start_metrics(config) -> str | None:
+    """Serve the driver's /metrics when asked (evolution/telemetry.py); an error message if it cannot."""
+    rc = config.runtime
+    if rc.metrics_port is None:
+        return None
+    from evolution.telemetry import start_exporter
+
+    try:
+        _, port = start_exporter(rc.metrics_port, rc.metrics_host)
+    except OSError as error:
+        return (f"metrics port {rc.metrics_host}:{rc.metrics_port}: {error.strerror or error}; "
+                "pick another --metrics-port (0: any free port)")
+    print(f"metrics: http://{rc.metrics_host}:{port}/metrics", flush=True)
+    return None
+
+
+def _finish(run, result: dict, lineage: _Lineage) -> None:
+    """The result first, then the report page (logged with the lineage), then the lineage."""
+    from evolution.report import summary_table
+    from evolution.report_html import write_report
+
+    print(summary_table(result, run.run_dir), flush=True)
+    page = write_report(run.run_dir, market=run.spec.market, progress=run.config.runtime.progress)
+    print(f"report: {page.resolve()}", flush=True)
+    lineage.finish(run)
+
+
 def _execute(run, address: str | None, tracking: str | None = None) -> int:
     from evolution.pools import LocalPool, RayPool
-    from evolution.report import summary_table
     from evolution.runner import execute
 
     config = run.config
@@ -167,8 +218,7 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
                              on_hall_of_fame=lineage.on_hall_of_fame)
         finally:
             pool.close()
-        print(summary_table(result, run.run_dir), flush=True)  # the result first; lineage goes out after
-        lineage.finish(run)
+        _finish(run, result, lineage)
         return 0
 
     import ray
@@ -192,6 +242,5 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
         pool.close()
         if started:
             ray.shutdown()
-    print(summary_table(result, run.run_dir), flush=True)  # the result first; lineage goes out after
-    lineage.finish(run)
+    _finish(run, result, lineage)
     return 0

@@ -37,6 +37,7 @@ from evolution.gates import judge
 from evolution.island import apply_state_delta
 from evolution.market import MarketSpec, resolve
 from evolution.pools import IslandLost
+from evolution.telemetry import record_error, record_generation, record_result
 
 MAX_RECOVERIES = 20
 
@@ -137,14 +138,14 @@ def _submit_generation(pool, config: EvolutionConfig, g: int) -> tuple[list, lis
     return pool.submit("step_and_state", [(g,)] * n), [], []  # one round trip per island
 
 
-def _collect_generation(pool, queued: tuple[list, list, list], states_before: list) -> tuple[list[dict], list, list]:
+def _collect_generation(pool, queued: tuple[list, list, list], states_before: list) -> tuple[list[dict], list, list, int]:
     stepped, migrated, deltas = (pool.collect(handles) for handles in queued)
     if not deltas:
         stepped, deltas = map(list, zip(*stepped))
     states = [apply_state_delta(before, delta) for before, delta in zip(states_before, deltas)]
     rows = [r for island_rows in stepped for r in island_rows]
     rows += [r for island_rows in migrated for r in island_rows]
-    return rows, states, [delta["seen_added"] for delta in deltas]
+    return rows, states, [delta["seen_added"] for delta in deltas], sum(delta.get("cached", 0) for delta in deltas)
 
 
 class _Queue:
@@ -162,8 +163,9 @@ class _Queue:
         self.queued: dict[int, tuple] = {}
         self.next = start
 
-    def take(self, g: int, states_before: list) -> tuple[list[dict], list, list]:
-        """Generation g's rows, states and seen additions; replays it after an island loss."""
+    def take(self, g: int, states_before: list) -> tuple[list[dict], list, list, int]:
+        """Generation g's rows, states, seen additions and offspring scored from the islands'
+        caches; replays it after an island loss."""
         for attempt in range(MAX_RECOVERIES + 1):
             last = min(g + self.lookahead, self.config.generations - 1)
             while self.next <= last:
@@ -172,6 +174,7 @@ class _Queue:
             try:
                 return _collect_generation(self.pool, self.queued.pop(g), states_before)
             except IslandLost as error:
+                record_error("island_lost")
                 if attempt == MAX_RECOVERIES:
                     raise
                 print(f"evolve: an island was lost in generation {g} ({str(error).splitlines()[0][:120]}); "
@@ -211,7 +214,7 @@ def execute(
     try:
         for g in range(run.start_generation, config.generations):
             t0 = time.perf_counter()
-            rows, states_after, seen_added = queue.take(g, states)
+            rows, states_after, seen_added, cached = queue.take(g, states)
             trials.write_part(run.run_dir, g, rows)
             total_rows += len(rows)
             checkpoint.save(run.checkpoint_dir, g, {
@@ -222,6 +225,7 @@ def execute(
             evaluated = sum(1 for r in rows if r["evaluated"])
             wall = time.perf_counter() - t0
             timing["generations"].append({"generation": g, "seconds": wall, "evaluations": evaluated})
+            record_generation(rows, wall, cached)
             sign = weights(config.selection.objectives)[0]
             for s in states:
                 for ind in s["population"][:1]:
@@ -232,12 +236,16 @@ def execute(
             run.last_rows = rows
             if on_generation is not None:
                 on_generation(g, pool)
+    except Exception:
+        record_error("run")
+        raise
     finally:
         if bar is not None:
             bar.close()
     t_judge = time.perf_counter()
     result = build_result(run, on_hall_of_fame)
     (run.run_dir / "result.json").write_text(dump_result(result))
+    record_result(result)
     total_eval = sum(t["evaluations"] for t in timing["generations"])
     total_gen_s = sum(t["seconds"] for t in timing["generations"])
     timing.update({

@@ -18,6 +18,12 @@ from pathlib import Path
 EXIT_USER_ERROR = 2
 EXIT_SERVER_ERROR = 1
 
+EXAMPLES = """examples:
+  evolve sync runs/<run_id>                                   # to the server the run was logging to
+  evolve sync runs/<run_id> --tracking-uri http://mlflow:5000  # the same store at another address
+  evolve sync runs/<run_id> --log-run                         # a run that was never logged
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     sync = subparsers.add_parser(
@@ -25,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="send lineage spooled while the MLflow tracking server was unreachable",
         description="Replay RUN_DIR/mlflow_spool/ to the MLflow tracking server: runs, params, metrics, "
         "tags, artifacts and model versions, with their original timestamps. Safe to repeat.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sync.add_argument("run_dir", type=Path, help="the run directory (holds result.json and mlflow_spool/)")
     sync.add_argument("--tracking-uri", help="the same tracking store at another address "

@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from backtest.data.frame import COLUMNS, OHLCV
+from backtest.telemetry.market_data import record_cache_lookup
 
 REDIS_URL_ENV = "REDIS_URL"
 DEFAULT_TTL_SECONDS = 60.0
@@ -113,8 +114,10 @@ class _Base:
         candles = self._read(self.key(exchange, symbol, timeframe))
         if candles is None or (n_bars is not None and len(candles) < n_bars):
             self._count("misses")
+            record_cache_lookup(False)
             return None
         self._count("hits")
+        record_cache_lookup(True)
         return candles if n_bars is None else candles[len(candles) - n_bars:]
 
     def put(self, exchange: str, symbol: str, timeframe: str, candles: OHLCV, ttl: float | None = None) -> None:

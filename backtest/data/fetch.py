@@ -36,6 +36,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from backtest.data.frame import COLUMNS, OHLCV
+from backtest.telemetry.market_data import record_circuit, record_request, record_retry
 
 BASE_URL_ENV = "EVOLVE_EXCHANGE_BASE_URL"
 DEFAULT_PAGE_LIMIT = 500
@@ -170,6 +171,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._lock = threading.Lock()
         self.transitions: list[str] = []
+        record_circuit(name, self.CLOSED)
 
     @property
     def state(self) -> str:
@@ -189,6 +191,7 @@ class CircuitBreaker:
         if state != self._state:
             self._state = state
             self.transitions.append(state)
+            record_circuit(self.name, state)
 
     def before_call(self) -> None:
         """Raise :class:`CircuitOpenError` unless a request may go out now."""
@@ -398,12 +401,15 @@ class Fetcher:
                     # an empty page: that would end pagination silently.
                     raise ccxt.BadResponse(f"{exchange.id} {what}: response is not valid JSON: {raw[:80]!r}")
             except ccxt.BadSymbol as error:
+                record_request(exchange.id, "fatal_error")
                 raise UnknownSymbolError(f"{exchange.id}: {what}: unknown symbol ({error}).") from error
             except ccxt.AuthenticationError as error:
+                record_request(exchange.id, "fatal_error")
                 raise FatalExchangeError(
                     f"{exchange.id}: {what}: authentication failed ({error}); check API keys and permissions."
                 ) from error
             except RETRYABLE_ERRORS as error:
+                record_request(exchange.id, "retryable_error")
                 handle.breaker.record_failure()
                 attempt += 1
                 if attempt >= policy.max_attempts:
@@ -414,11 +420,14 @@ class Fetcher:
                     ) from error
                 wait = self._wait(exchange, attempt, error)
                 self.stats.retries += 1
+                record_retry(exchange.id)
                 self.stats.waits.append(wait)
                 self._sleep(wait)
                 continue
             except FATAL_ERRORS as error:
+                record_request(exchange.id, "fatal_error")
                 raise FatalExchangeError(f"{exchange.id}: {what} was refused: {type(error).__name__}: {error}") from error
+            record_request(exchange.id, "ok")
             handle.breaker.record_success()
             return result
 
