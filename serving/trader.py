@@ -20,7 +20,6 @@ answer (``fallbacks`` counts those).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,7 +140,7 @@ class ShadowTrader:
         recorded[records[:, 6] > 0] = UNKNOWN
         self.history = _History(config.max_history_bars, records[:, :6], recorded)
         self._known = False  # recorded positions of earlier bars filled in (at the next traded bar, once)
-        self.first_traded_timestamp: int | None = state.get("first_traded_timestamp")
+        self.joined_timestamp: int | None = state.get("joined_timestamp")
         self._pending: list[np.ndarray] = []
 
     # ------------------------------------------------------------------ signals
@@ -177,7 +176,15 @@ class ShadowTrader:
         ts = int(bar["timestamp"])
         if self.last_timestamp is not None and ts <= self.last_timestamp:
             return None
-        row = np.array([ts, bar["open"], bar["high"], bar["low"], bar["close"], bar["volume"]], dtype=np.float64)
+        try:
+            row = np.array([ts, bar["open"], bar["high"], bar["low"], bar["close"], bar["volume"]], dtype=np.float64)
+            problem = None if np.isfinite(row).all() and (row[1:5] > 0).all() and row[2] >= row[3] else "bad prices"
+        except (KeyError, TypeError, ValueError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem is not None:  # a bad candle is an error, never part of the history
+            self.errors += 1
+            self.last_error = f"bar {ts}: {problem}; skipped"
+            return None
         warm = bool(bar.get("warmup", False))
         self.history.extend(row[None, :], np.array([UNKNOWN if warm else 0]))
         error = None
@@ -190,14 +197,13 @@ class ShadowTrader:
             except Exception as exc:  # failures are values: the position is held, the error counted
                 error = f"{type(exc).__name__}: {exc}"
                 target = self.book.position
-            close = float(row[4])
-            if math.isfinite(close) and close > 0:
-                self.book.step(close, target, fees=self.spec.fees, slippage=self.spec.slippage)
-            elif error is None:
-                error = f"bar {ts}: close {close!r} is not a positive number"
+            if self.joined_timestamp is None and error is None:
+                before = self.history.recorded[-2] if self.history.n > 1 else 0
+                if target == 0 or target != before:  # a clean point: the backtest from a flat book agrees here
+                    self.joined_timestamp = ts
+            held = target if self.joined_timestamp is not None else 0
+            self.book.step(float(row[4]), held, fees=self.spec.fees, slippage=self.spec.slippage)
             self.bars += 1
-            if self.first_traded_timestamp is None:
-                self.first_traded_timestamp = ts
             self.history.recorded[-1] = target
         if error is not None:
             self.errors += 1
@@ -232,18 +238,18 @@ class ShadowTrader:
         return {"spec": self.spec.to_dict(), "book": self.book.to_dict(), "last_timestamp": self.last_timestamp,
                 BARS: self.bars, "warmup": self.warmup, "errors": self.errors, "fallbacks": self.fallbacks,
                 "last_error": self.last_error, N_RECORDS: self.n_records,
-                "first_traded_timestamp": self.first_traded_timestamp}
+                "joined_timestamp": self.joined_timestamp}
 
     # ------------------------------------------------------------------ judging
 
     def backtest_equity(self) -> float | None:
         """The backtest's equity on the same bars: ``backtest.evaluate`` from a flat book at the
-        first traded bar, with the same costs (None before two traded bars)."""
-        if self.first_traded_timestamp is None or self.bars < 2:
+        bar the book joined the strategy, with the same costs (None before two traded bars)."""
+        if self.joined_timestamp is None or self.bars < 2:
             return None
         rows = self.history.rows
-        start = int(np.searchsorted(rows[:, 0], self.first_traded_timestamp))
-        if rows.shape[0] - start < 2 or rows[start, 0] != self.first_traded_timestamp:
+        start = int(np.searchsorted(rows[:, 0], self.joined_timestamp))
+        if rows.shape[0] - start < 2 or rows[start, 0] != self.joined_timestamp:
             return None  # the first traded bar left the in-memory history
         market = OHLCV(rows[:, 0].astype(np.int64), rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5])
         result = evaluate([self.spec.genome], market, np.array([[start, rows.shape[0]]]), fees=self.spec.fees,

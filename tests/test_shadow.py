@@ -68,17 +68,38 @@ def test_paper_book_follows_the_backtest_equity(fees, slippage):
         assert book.trades == int(expected.n_trades[0])
 
 
-def test_drift_is_the_gap_to_the_backtest_on_the_same_bars(tmp_path):
-    # flat at the first traded bar: the shadow and the backtest's fold from a flat book agree
-    genome = GENOMES[1]
-    full = positions(genome, MARKET.to_frame())
-    start = next(i for i in range(WARMUP, len(MARKET)) if full[i - 1] == 0)
-    trader = ShadowTrader(ShadowSpec(genome, "s", fees=0.001), SMALL, FileStateStore(tmp_path))
-    trade_all(trader, warmup=start)
+@pytest.mark.parametrize("index,slippage", [(0, 0.0005), (1, 0.0005), (5, 0.0005), (4, 0.0)])
+def test_drift_to_the_backtest_on_the_same_bars_is_nil_on_a_replay(index, slippage, tmp_path):
+    """The book joins the strategy at a clean point; from there the backtest from a flat book
+    (backtest.evaluate over the traded bars, same costs) has the very same equity. (Stop exits
+    fill without slippage in the backtest: with stops, the case without slippage.)"""
+    genome = GENOMES[index]
+    trader = ShadowTrader(ShadowSpec(genome, "s", fees=0.001, slippage=slippage), SMALL, FileStateStore(tmp_path))
+    trade_all(trader)
     metrics = trader.metrics()
     assert metrics["drift"] < 1e-9 and metrics["backtest_equity"] == pytest.approx(metrics["equity"], rel=1e-9)
-    assert metrics["bars"] == len(MARKET) - start and metrics["trades"] > 3
+    assert metrics["bars"] == len(MARKET) - WARMUP and metrics["trades"] > 3
     assert metrics["error_rate"] == 0.0
+
+
+def test_drift_shows_stop_exits_filled_without_slippage(tmp_path):
+    trader = ShadowTrader(ShadowSpec(GENOMES[4], "s", fees=0.001, slippage=0.002), SMALL, FileStateStore(tmp_path))
+    trade_all(trader)
+    assert trader.metrics()["drift"] > 1e-4
+
+
+def test_a_bad_candle_is_an_error_and_not_traded(tmp_path):
+    genome = GENOMES[1]
+    trader = ShadowTrader(ShadowSpec(genome, "s"), SMALL, FileStateStore(tmp_path))
+    bars = list(bars_of(MARKET[:1500]))
+    for i, bar in enumerate(bars):
+        bar["warmup"] = i < WARMUP
+    bad = dict(bars[1200], close=-1.0, timestamp=bars[1200]["timestamp"] + 1)
+    signals_ = trader.on_bars(bars[:1201] + [bad] + bars[1201:])
+    assert [s["position"] for s in signals_] == positions(genome, MARKET[:1500].to_frame())[WARMUP:].tolist()
+    metrics = trader.metrics()
+    assert metrics["errors"] == 1 and metrics["error_rate"] == pytest.approx(1 / 500)
+    assert "bad prices" in trader.last_error
 
 
 def test_a_restarted_trader_resumes_exactly(tmp_path):
