@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     from evolution import sync_cli
 
     sync_cli.register(sub)
+    from serving import cli as serving_cli  # shadow, promote, rollback, status (heavy imports stay inside the commands)
+
+    serving_cli.register(sub)
     return parser
 
 

@@ -30,7 +30,7 @@ import json
 import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -132,8 +132,16 @@ class ModelRegistry:
                            tuple(getattr(mv, "aliases", None) or ()), mv.run_id, tags)
 
     def versions(self) -> list[VersionInfo]:
+        """Every version, oldest first, with its aliases (a search does not return them: they
+        come from the registered model)."""
         found = self.client.search_model_versions(f"name = '{self.name}'")
-        return sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+        infos = sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+        if not infos:
+            return infos
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (getattr(self.client.get_registered_model(self.name), "aliases", None) or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        return [replace(v, aliases=tuple(sorted(aliases.get(v.version, ())))) for v in infos]
 
     def version(self, version: str | int) -> VersionInfo:
         try:
