@@ -23,6 +23,9 @@ So "which version was live at time t" is :meth:`ModelRegistry.live_version_at`::
     registry.rollback(reason="drawdown")  # champion -> previous-champion again
     registry.live_version_at(t_ms)
     registry.load_model()                 # mlflow.pyfunc model of models:/NAME@champion
+    registry.in_stages("shadow", "live")  # versions by stage, with their aliases
+    registry.set_latest_metrics("3", {...}); registry.latest_metrics("3")
+    registry.genome("3"); registry.costs("3")   # what a shadow trader needs: genome, (fees, slippage)
 """
 from __future__ import annotations
 
