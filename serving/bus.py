@@ -136,7 +136,8 @@ class EventBus(ABC):
 
     @abstractmethod
     def ensure_group(self, stream: str, group: str, *, start: str = "0") -> None:
-        """Create the group (and the stream) if missing; ``start`` "0": from the first entry, "$": new ones."""
+        """Create the group (and the stream) if missing; ``start`` "0": from the first entry, "$": new
+        ones, an entry id: the entries after it."""
 
     @abstractmethod
     def read_new(self, stream: str, group: str, consumer: str, *, count: int = 100, block_ms: int | None = None
@@ -342,7 +343,7 @@ class InProcessBus(EventBus):
         with self._changed:
             s = self._stream(stream)
             if group not in s.groups:
-                last = s.last if start == "$" else (0, 0)
+                last = s.last if start == "$" else (0, 0) if start == "0" else _id_key(start)
                 s.groups[group] = _Group(last, OrderedDict(), set())
 
     def _group(self, stream: str, group: str) -> _Group:

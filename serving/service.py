@@ -41,14 +41,15 @@ class ShadowService:
         self.controller = Controller(registry, self.bus, controller_config, metrics_of=self._metrics_of,
                                      on_stage_change=self._on_stage_change)
 
-    def add(self, spec: ShadowSpec):
+    def add(self, spec: ShadowSpec, *, start: str = "0"):
+        """A trader for ``spec`` (``start``: see :class:`serving.shadow.ShadowRunner`)."""
         if spec.strategy_id in self.shadows:
             return self.shadows[spec.strategy_id]
         self.stream = self.stream or spec.stream
         if self.backend == "ray":
-            handle = start_ray_shadow(spec, self.shadow_config, self.bus_config)
+            handle = start_ray_shadow(spec, self.shadow_config, self.bus_config, start=start)
         else:
-            handle = LocalShadow(spec, self.shadow_config, self.bus)
+            handle = LocalShadow(spec, self.shadow_config, self.bus, start=start)
         self.shadows[spec.strategy_id] = handle
         if spec.version is not None:
             self.versions[str(spec.version)] = spec.strategy_id
@@ -63,7 +64,7 @@ class ShadowService:
             fees, slippage = self.registry.costs(version)
             spec = ShadowSpec(self.registry.genome(version), self.stream, fees=fees, slippage=slippage, version=version)
             log.info("watching the restored champion %s (%s)", version, spec.name)
-            self.add(spec)
+            self.add(spec, start="$")  # from the next bar, the stream's last bars as its history
 
     def statuses(self) -> list[dict]:
         return [handle.status() for handle in self.shadows.values()]

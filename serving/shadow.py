@@ -13,6 +13,10 @@ Two ways to run one, behind the same methods (``status``, ``metrics``, ``stop``)
 * :func:`start_ray_shadow`: a Ray actor (fractional CPU, restarted by Ray when it dies; its
   constructor resumes from the state store); needs Redis for the bus;
 * :class:`LocalShadow`: a thread in this process (the embedded default, any bus).
+
+``start="0"`` trades the stream from its first entry (a replay); ``start="$"`` makes the bars
+already in the stream the trader's warm-up history and trades the ones after them (a trader
+started on a live stream, e.g. for a champion restored by a rollback).
 """
 from __future__ import annotations
 
@@ -44,11 +48,22 @@ class ShadowRunner:
         self.on_signal = on_signal
         self.backoff = Backoff(bus.config.backoff_base_s, bus.config.backoff_cap_s)
         self.trader = retrying(lambda: ShadowTrader(spec, config, store), self.backoff)
+        if start == "$" and self.trader.last_timestamp is None:
+            start = retrying(self._warm_from_tail, self.backoff)
         self.reader = GroupReader(bus, spec.stream, spec.name, start=start, count=config.batch_bars)
         self.reconnects = 0
         self.processed = 0  # bars traded by this incarnation
         self._stop: threading.Event | None = None
         self._lock = threading.Lock()
+
+    def _warm_from_tail(self) -> str:
+        """A trader starting at the stream's end ("$"): the last bars already in the stream are its
+        warm-up history; it trades the bars after them. Returns the group's start id."""
+        tail = self.bus.tail(self.spec.stream, self.trader.window + 1)
+        if not tail:
+            return "0"
+        self.trader.on_bars([{**m.data, "warmup": True} for m in tail])
+        return tail[-1].id
 
     def step(self, block_ms: int | None = None) -> int:
         """Read one batch and trade it; returns how many bars were traded (repeats skipped)."""

@@ -13,9 +13,10 @@ from serving_registry import register_genome
 from backtest.data import OHLCV, PlantedEdge, planted_edge_genome, synthetic_market
 from serving.bus import ALERTS, STAGES, BusConfig, InProcessBus, bar_id, replay_stream
 from serving.controller import Controller, ControllerConfig, promote_version
-from serving.feed import bars_of
+from serving.feed import bars_of, replay
 from serving.promotion import PROMOTE, REJECT, WAIT, Criterion, GateConfig, judge
 from serving.registry import ModelRegistry
+from serving.service import ShadowService
 from serving.shadow import ShadowRunner
 from serving.state import FileStateStore
 from serving.trader import ShadowConfig, ShadowSpec
@@ -172,3 +173,41 @@ def test_a_drawdown_breach_rolls_back_to_the_previous_champion_within_the_bar(re
     assert [(e.version, e.stage) for e in history[-2:]] == [(b, "retired"), (a, "live")]
     assert f"at bar {breach_ts}" in history[-1].reason
     assert reg.live_version_at(history[-1].at) == a and reg.live_version_at(history[-1].at - 1) == b
+
+
+def test_the_service_watches_a_restored_champion_from_the_next_bar(registry, tmp_path):
+    """evolve shadow's loop: after a rollback, the restored champion gets a trader of its own
+    that takes the stream's last bars as history and trades every bar after them."""
+    reg, versions = registry
+    a, b = versions["a"], versions["b"]
+    if reg.champion() is None or reg.champion().version != a:
+        promote_version(reg, None, a, reason="test: first champion")
+    promote_version(reg, None, b, reason="test: second champion")
+    market = crash_market(n=450)
+    service = ShadowService(reg, BusConfig(block_ms=5), ShadowConfig(window_bars=64, warmup_factor=8,
+                                                                     state_dir=str(tmp_path)),
+                            ControllerConfig(judge_every_bars=10**6, champion_refresh_s=0), backend="local")
+    stream = replay_stream("service")
+    service.add(ShadowSpec(reg.genome(b), stream, version=b))
+    try:
+        def feed(stop):
+            replay(service.bus, stream, market[:260], speed=100.0, stop=stop)
+            while len(service.shadows) < 2 and not stop.wait(0.05):
+                pass  # the rollback (at bar 251) and the restored champion's trader come first
+            replay(service.bus, stream, market[260:], speed=100.0, stop=stop)
+
+        service.run(feed, until_timestamp=int(market.timestamp[-1]))
+    finally:
+        service.close()
+    assert reg.champion().version == a
+    rollback = [e for e in service.controller.events if e["kind"] == "rollback"]
+    assert len(rollback) == 1 and rollback[0]["bar_timestamp"] == int(market.timestamp[251])
+    restored = ShadowSpec(reg.genome(a), stream)
+    assert set(service.shadows) == {ShadowSpec(reg.genome(b), stream).strategy_id, restored.strategy_id}
+    state, records = FileStateStore(tmp_path).load(restored.strategy_id)
+    warm, traded = records[records[:, 6] == 1], records[records[:, 6] == 0]
+    assert warm.shape[0] >= 1 and warm[-1, 0] >= market.timestamp[251]      # it started after the breach
+    assert traded.shape[0] > 0
+    first = int(np.searchsorted(market.timestamp, traded[0, 0]))
+    np.testing.assert_array_equal(traded[:, 0], market.timestamp[first:])   # then every bar, once
+    assert first == int(np.searchsorted(market.timestamp, warm[-1, 0])) + 1
