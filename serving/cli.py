@@ -156,12 +156,12 @@ def _rollback(args) -> int:
 
 
 def status_rows(registry) -> list[dict]:
-    from serving.registry import CANDIDATE, LIVE, RETIRED, SHADOW
+    from serving.registry import CANDIDATE, LATEST_METRICS_TAG, LIVE, RETIRED, SHADOW
 
     order = {LIVE: 0, SHADOW: 1, CANDIDATE: 2, RETIRED: 3}
     rows = []
     for info in registry.versions():
-        latest = json.loads(info.tags.get("latest_metrics") or "null") or {}
+        latest = json.loads(info.tags.get(LATEST_METRICS_TAG) or "null") or {}
         row = {"version": info.version, "strategy_id": info.strategy_id, "stage": info.stage,
                "aliases": list(info.aliases), "metrics": latest}
         rows.append(row)

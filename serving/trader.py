@@ -136,6 +136,7 @@ class ShadowTrader:
         self.fallbacks = int(state.get("fallbacks", 0))
         self.last_error: str | None = state.get("last_error")
         self.n_records = int(state.get(N_RECORDS, 0))
+        records = records[-config.max_history_bars:]  # the rest stays in the store
         recorded = records[:, 7].astype(np.int64)
         recorded[records[:, 6] > 0] = UNKNOWN
         self.history = _History(config.max_history_bars, records[:, :6], recorded)
