@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     from evolution import report_cli
 
     report_cli.register(sub)
+    from serving import cli as serving_cli  # shadow, promote, rollback, status (heavy imports stay inside the commands)
+
+    serving_cli.register(sub)
     return parser
 
 

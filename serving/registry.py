@@ -23,13 +23,17 @@ So "which version was live at time t" is :meth:`ModelRegistry.live_version_at`::
     registry.rollback(reason="drawdown")  # champion -> previous-champion again
     registry.live_version_at(t_ms)
     registry.load_model()                 # mlflow.pyfunc model of models:/NAME@champion
+    registry.in_stages("shadow", "live")  # versions by stage, with their aliases
+    registry.set_latest_metrics("3", {...}); registry.latest_metrics("3")
+    registry.genome("3"); registry.costs("3")   # what a shadow trader needs: genome, (fees, slippage)
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +47,9 @@ STAGE_TAG = "stage"
 STAGE_HISTORY_TAG = "stage_history"
 STAGE_EVENT_PREFIX = "stage_event."
 LATEST_METRICS_TAG = "latest_metrics"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+COSTS_FEES_PARAM = "costs.fees"
+COSTS_SLIPPAGE_PARAM = "costs.slippage"
 
 
 class RegistryError(ValueError):
@@ -128,8 +135,16 @@ class ModelRegistry:
                            tuple(getattr(mv, "aliases", None) or ()), mv.run_id, tags)
 
     def versions(self) -> list[VersionInfo]:
+        """Every version, oldest first, with its aliases (a search does not return them: they
+        come from the registered model)."""
         found = self.client.search_model_versions(f"name = '{self.name}'")
-        return sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+        infos = sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+        if not infos:
+            return infos
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (getattr(self.client.get_registered_model(self.name), "aliases", None) or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        return [replace(v, aliases=tuple(sorted(aliases.get(v.version, ())))) for v in infos]
 
     def version(self, version: str | int) -> VersionInfo:
         try:
@@ -153,6 +168,46 @@ class ModelRegistry:
 
     def previous_champion(self) -> VersionInfo | None:
         return self.by_alias(PREVIOUS_CHAMPION)
+
+    def in_stages(self, *stages: str) -> list[VersionInfo]:
+        """Versions whose ``stage`` tag is one of ``stages`` (oldest first)."""
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise RegistryError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
+        return [v for v in self.versions() if v.stage in stages]
+
+    def latest_metrics(self, version: str | int) -> dict | None:
+        """The version's latest shadow or live paper-trading metrics (the ``latest_metrics`` tag)."""
+        raw = self.version(version).tags.get(LATEST_METRICS_TAG)
+        return json.loads(raw) if raw else None
+
+    def genome(self, version: str | int) -> dict:
+        """The genome a version's pyfunc model carries (its ``genome.json`` artifact)."""
+        import mlflow
+
+        self.version(version)  # a clear error for an unknown version
+        try:
+            location = self.client.get_model_version_download_uri(self.name, str(version))
+            path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location.rstrip('/')}/artifacts/genome.json",
+                                                       tracking_uri=self.tracking_uri)
+        except Exception as error:
+            raise RegistryError(f"{self.name} version {version}: no genome artifact ({str(error).splitlines()[0]})") from None
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def costs(self, version: str | int) -> tuple[float, float]:
+        """(fees, slippage) of the run that found the version: params ``costs.fees`` and
+        ``costs.slippage`` of its run or of that run's parent (the evolution run); 0 when absent."""
+        run_id = self.version(version).run_id
+        seen = 0
+        while run_id and seen < 3:
+            run = self.client.get_run(run_id)
+            params = run.data.params or {}
+            if COSTS_FEES_PARAM in params or COSTS_SLIPPAGE_PARAM in params:
+                return float(params.get(COSTS_FEES_PARAM, 0.0)), float(params.get(COSTS_SLIPPAGE_PARAM, 0.0))
+            run_id = (run.data.tags or {}).get(PARENT_RUN_TAG)
+            seen += 1
+        return 0.0, 0.0
 
     def history(self) -> list[StageEvent]:
         return parse_events(dict(self.client.get_registered_model(self.name).tags or {}))
@@ -213,6 +268,12 @@ class ModelRegistry:
         self.client.set_registered_model_alias(self.name, CHAMPION, previous.version)
         self.client.delete_registered_model_alias(self.name, PREVIOUS_CHAMPION)
         return self.version(previous.version)
+
+    def set_latest_metrics(self, version: str | int, metrics: dict) -> None:
+        """Write the version's latest paper-trading metrics (NaN and infinities become null)."""
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+        self.client.set_model_version_tag(self.name, str(version), LATEST_METRICS_TAG,
+                                          json.dumps(clean, sort_keys=True, allow_nan=False))
 
     # ---------------------------------------------------------------- internals
 
