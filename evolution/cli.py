@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     from evolution import sync_cli
 
     sync_cli.register(sub)
+    from serving import serve_cli  # light: Ray and the Serve app are imported when `evolve serve` runs
+
+    serve_cli.register(sub)
     return parser
 
 

@@ -50,6 +50,8 @@ from serving.schemas import (
 )
 
 DEPLOYMENT_NAME = "StrategyServer"
+# replicas of 0.25 CPU (2-CPU machines): two for availability, up to four under load
+AUTOSCALING = {"min_replicas": 2, "initial_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 8}
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 422, 503)}
 _AUTH_ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422, 503)}
 _STAGE_BODY = {"requestBody": {"required": False, "content": {
@@ -119,7 +121,7 @@ def _warm_up_kernels() -> None:
 @serve.deployment(
     name=DEPLOYMENT_NAME,
     ray_actor_options={"num_cpus": 0.25},
-    autoscaling_config={"min_replicas": 2, "initial_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 8},
+    autoscaling_config=AUTOSCALING,
     max_ongoing_requests=32,
     health_check_period_s=2.0,
     health_check_timeout_s=10.0,

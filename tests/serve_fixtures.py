@@ -50,8 +50,12 @@ def stop_genome() -> dict:
 GENOMES = (planted_edge_genome(PlantedEdge(fast=5, slow=20)), rsi_genome(), stop_genome())
 
 
-def register_strategy(tracking_uri: str, model_name: str, genome: dict, *, experiment: str = "serve-tests") -> str:
-    """Log the pyfunc model of one genome and register it; returns the version (stage candidate)."""
+def register_strategy(tracking_uri: str, model_name: str, genome: dict, *, experiment: str = "serve-tests",
+                      artifact_location: str | None = None) -> str:
+    """Log the pyfunc model of one genome and register it; returns the version (stage candidate).
+
+    ``artifact_location``: where a new experiment keeps artifacts (needed for a ``sqlite:///``
+    store, whose default is ``./mlruns`` in the working directory)."""
     import mlflow
     from mlflow import MlflowClient
     from serving.model import GENOME_ARTIFACT, model_signature
@@ -60,7 +64,8 @@ def register_strategy(tracking_uri: str, model_name: str, genome: dict, *, exper
     sid = strategy_id(genome)
     client = MlflowClient(tracking_uri)
     experiment_obj = client.get_experiment_by_name(experiment)
-    experiment_id = experiment_obj.experiment_id if experiment_obj else client.create_experiment(experiment)
+    experiment_id = (experiment_obj.experiment_id if experiment_obj
+                     else client.create_experiment(experiment, artifact_location=artifact_location))
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
     try:
