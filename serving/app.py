@@ -140,7 +140,8 @@ class StrategyServer:
         self.token = os.environ.get(TOKEN_ENV) or None
         self.limits = self.config.live_settings()
         self.registry = ModelRegistry(self.config.model_name, self.config.tracking_uri)
-        self.view = RegistryView(self.registry, poll_s=self.config.alias_poll_s, listing_ttl_s=self.config.listing_ttl_s)
+        self.view = RegistryView(self.registry, poll_s=self.config.alias_poll_s, listing_ttl_s=self.config.listing_ttl_s,
+                                 standby_max=self.config.max_models_per_replica)
         self._tags: dict[str, dict] = {}
         self._loaded: set[str] = set()
 

@@ -4,7 +4,9 @@
 
 * the ``champion`` alias is polled every ``poll_s`` seconds on a thread of its own; a new
   champion is loaded before it is switched to, so no request waits for a load and every
-  request is answered by either the old or the new champion, never by none;
+  request is answered by either the old or the new champion, never by none. Shadow versions
+  and the previous champion are kept loaded on standby (refreshed every
+  ``standby_refresh_s``), so a promotion or a rollback is a switch, not a download;
 * versions load from MLflow as the pyfunc model of ``serving/model.py`` and are unwrapped:
   :class:`LoadedStrategy` calls ``backtest.positions`` on the candle array directly (the
   pyfunc ``predict`` on a DataFrame costs about 0.3 ms more for 500 candles);
@@ -33,6 +35,7 @@ from serving.registry import (
     CHAMPION,
     LATEST_METRICS_TAG,
     LIVE,
+    PREVIOUS_CHAMPION,
     SHADOW,
     STAGE_TAG,
     STRATEGY_ID_TAG,
@@ -113,11 +116,14 @@ class RegistryView:
     """One replica's reading of a registered model (see the module docstring)."""
 
     def __init__(self, registry: ModelRegistry, *, poll_s: float = 0.5, listing_ttl_s: float = 1.0,
-                 resolve_ttl_s: float = 10.0):
+                 resolve_ttl_s: float = 10.0, standby_refresh_s: float = 10.0, standby_max: int = 16):
         self.registry = registry
         self.poll_s = float(poll_s)
         self.listing_ttl_s = float(listing_ttl_s)
         self.resolve_ttl_s = float(resolve_ttl_s)
+        self.standby_refresh_s = float(standby_refresh_s)
+        self.standby_max = int(standby_max)
+        self._standby: dict[str, LoadedStrategy] = {}
         self._resolved: dict[str, tuple[str, float]] = {}
         self._champion: LoadedStrategy | None = None
         self._champion_known = False
@@ -148,8 +154,31 @@ class RegistryView:
         return self._thread is not None and self._thread.is_alive()
 
     def _watch(self) -> None:
+        next_standby = 0.0
         while not self._stop.wait(self.poll_s):
             self.poll_champion()
+            if time.monotonic() >= next_standby:
+                self.refresh_standby()
+                next_standby = time.monotonic() + self.standby_refresh_s
+
+    def refresh_standby(self) -> None:
+        """Keep the shadow versions (candidates for promotion) and the previous champion loaded,
+        so that a promotion or a rollback is a switch, not a download. Never raises."""
+        try:
+            versions = self.registry.versions()
+            champion = self._champion
+            wanted = {v.version: v for v in versions if v.stage == SHADOW}
+            previous = _aliases(self.registry.client.get_registered_model(self.registry.name)).get(PREVIOUS_CHAMPION)
+            wanted.update({v.version: v for v in versions if v.version == previous})
+            wanted.pop(champion.version if champion else None, None)
+            for version in list(self._standby):
+                if version not in wanted:
+                    del self._standby[version]
+            for version, info in list(wanted.items())[-self.standby_max:]:
+                if version not in self._standby:
+                    self._standby[version] = self.load(version, info.tags)
+        except Exception as error:
+            self._last_error = self._last_error or _one_line(error)
 
     # ------------------------------------------------------------------ registry calls
 
@@ -182,9 +211,12 @@ class RegistryView:
             current = self._champion
             if current is None or current.version != version:
                 started = time.monotonic()
-                self._champion = self.load(version, dict(mv.tags or {}))
-                logger.info("champion: version %s -> %s (loaded in %.0f ms)", current.version if current else None,
-                            version, 1000 * (time.monotonic() - started))
+                ready = self._standby.pop(version, None)
+                self._champion = ready or self.load(version, dict(mv.tags or {}))
+                if current is not None:
+                    self._standby[current.version] = current  # a rollback to it needs no load
+                logger.info("champion: version %s -> %s (%s in %.0f ms)", current.version if current else None,
+                            version, "kept loaded" if ready else "loaded", 1000 * (time.monotonic() - started))
             self._champion_known = True
         except Exception as error:  # the watch goes on; health() reports it
             self._last_error = self._last_error or _one_line(error)
@@ -282,7 +314,8 @@ class RegistryView:
             "registry_error": self._last_error,
             "last_registry_contact_ms": last,
             "champion": champion.version if champion else None,
-            "loaded_versions": sorted(set(loaded) | ({champion.version} if champion else set()), key=int),
+            "loaded_versions": sorted(set(loaded) | set(self._standby) | ({champion.version} if champion else set()),
+                                      key=int),
         }
 
 
