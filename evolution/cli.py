@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     from serving import cli as serving_cli  # shadow, promote, rollback, status (heavy imports stay inside the commands)
 
     serving_cli.register(sub)
+    from serving import serve_cli  # light: Ray and the Serve app are imported when `evolve serve` runs
+
+    serve_cli.register(sub)
     return parser
 
 

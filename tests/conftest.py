@@ -29,3 +29,7 @@ def ray_session():
         ray.init(address="local", num_cpus=2, namespace="evolution-tests", include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# the Serve tests' session fixtures (one Serve instance and one shared app per session)
+from serve_fixtures import serve_app, serve_port, serve_store  # noqa: E402,F401
