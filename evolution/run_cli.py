@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
 
 
@@ -53,9 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       tracking_uri=None, no_tracking=False)
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = EXIT_USER_ERROR) -> int:
     print(f"evolve run: error: {message}", file=sys.stderr)
-    return EXIT_USER_ERROR
+    return code
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -69,7 +70,7 @@ def demo_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from backtest.data import DataValidationError
     from evolution.config import ConfigError, load_config
-    from evolution.runner import plan, plan_resume
+    from evolution.runner import RunDirectoryError, plan, plan_resume
 
     tracking = None
     if not args.no_tracking and os.environ.get("EVOLVE_TRACKING", "").lower() not in ("off", "0", "false", "no"):
@@ -101,9 +102,12 @@ def run_command(args: argparse.Namespace) -> int:
             if top:
                 config = config.with_overrides(**top)
             run = plan(config, data_path=args.data, out_dir=args.out)
-    except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError) as error:
+    except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError, RunDirectoryError) as error:
         return _fail(str(error))
-    return _execute(run, args.address, tracking)
+    try:
+        return _execute(run, args.address, tracking)
+    except RunDirectoryError as error:
+        return _fail(str(error), EXIT_FAILED)
 
 
 class _Lineage:

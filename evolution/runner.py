@@ -18,12 +18,14 @@ same bars has the same id.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,50 @@ from evolution.market import MarketSpec, resolve
 from evolution.pools import IslandLost
 
 MAX_RECOVERIES = 20
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class RunDirectoryError(RuntimeError):
+    """The run directory could not be written (a full disk, a read-only file system, no
+    permission). The message is one line: what failed, what is safe on disk, what to do."""
+
+
+def _cannot_write(error: OSError, path: Path) -> str:
+    if error.errno in DISK_FULL:
+        return f"no space left on the device holding {path}"
+    if error.errno == errno.EROFS:
+        return f"cannot write {path}: the file system is read-only"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot write {path}: permission denied"
+    return f"cannot write {path}: {error.strerror or error}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _writing(path: Path, run_dir: Path, done: int | None) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` into a RunDirectoryError that says what to do.
+    ``done``: the newest generation whose checkpoint is on disk (-1: none yet; None: the run
+    has not started, the directory is being laid out)."""
+    try:
+        yield
+    except OSError as error:
+        what = _cannot_write(error, path)
+        if done is None:
+            raise RunDirectoryError(f"{what}; pass an --out directory on a writable disk with free space") from None
+        kept = (f"generations 0-{done} are checkpointed in {run_dir}" if done >= 0
+                else f"no generation had finished, {run_dir} holds the run's config")
+        raise RunDirectoryError(
+            f"{what}. Nothing was lost: {kept}. Free space and run `evolve run --resume {run_dir}`, or copy "
+            f"{run_dir} to a disk with room and resume the copy there: the result is the same"
+        ) from None
 
 
 @dataclass
@@ -73,13 +119,15 @@ def plan(config: EvolutionConfig, *, data_path: str | Path | None = None, out_di
             "use another --out, or `evolve run --resume` to continue that run"
         )
     # the same run again: start over (it ends with the same result)
-    checkpoint.clear(ckdir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("result.json", "timing.json"):
-        (run_dir / name).unlink(missing_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(
-        {"config": config.model_dump(mode="json"), "data": None if data_path is None else str(data_path)}, indent=2))
-    trials.drop_parts_after(run_dir, -1)
+    with _writing(run_dir, run_dir, None):
+        checkpoint.clear(ckdir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("result.json", "timing.json"):
+            (run_dir / name).unlink(missing_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(
+            {"config": config.model_dump(mode="json"), "data": None if data_path is None else str(data_path)},
+            indent=2))
+        trials.drop_parts_after(run_dir, -1)
     return RunPlan(config, spec, run_id, run_dir, ckdir, None if data_path is None else str(data_path),
                    states=[None] * config.islands)
 
@@ -212,12 +260,14 @@ def execute(
         for g in range(run.start_generation, config.generations):
             t0 = time.perf_counter()
             rows, states_after, seen_added = queue.take(g, states)
-            trials.write_part(run.run_dir, g, rows)
+            with _writing(trials.part_path(run.run_dir, g), run.run_dir, g - 1):
+                trials.write_part(run.run_dir, g, rows)
             total_rows += len(rows)
-            checkpoint.save(run.checkpoint_dir, g, {
-                "run_id": run.run_id, "config_id": config.config_id, "market": run.spec.fingerprint,
-                "states": states_after, "trial_rows": total_rows,
-            }, keep=config.runtime.keep_checkpoints, seen_added=seen_added)
+            with _writing(run.checkpoint_dir, run.run_dir, g - 1):
+                checkpoint.save(run.checkpoint_dir, g, {
+                    "run_id": run.run_id, "config_id": config.config_id, "market": run.spec.fingerprint,
+                    "states": states_after, "trial_rows": total_rows,
+                }, keep=config.runtime.keep_checkpoints, seen_added=seen_added)
             states = states_after
             evaluated = sum(1 for r in rows if r["evaluated"])
             wall = time.perf_counter() - t0
@@ -237,7 +287,8 @@ def execute(
             bar.close()
     t_judge = time.perf_counter()
     result = build_result(run, on_hall_of_fame)
-    (run.run_dir / "result.json").write_text(dump_result(result))
+    with _writing(run.run_dir / "result.json", run.run_dir, config.generations - 1):
+        _write_atomic(run.run_dir / "result.json", dump_result(result))  # never a truncated result
     total_eval = sum(t["evaluations"] for t in timing["generations"])
     total_gen_s = sum(t["seconds"] for t in timing["generations"])
     timing.update({
@@ -247,7 +298,8 @@ def execute(
         "evaluations": total_eval,
         "evaluations_per_second": total_eval / total_gen_s if total_gen_s > 0 else None,
     })
-    timing_path.write_text(json.dumps(timing, indent=2))
+    with _writing(timing_path, run.run_dir, config.generations - 1):
+        timing_path.write_text(json.dumps(timing, indent=2))
     return result
 
 
