@@ -13,13 +13,16 @@ $RAY_ADDRESS, as set by ``ray job submit``) joins a cluster; otherwise a local R
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -104,10 +107,33 @@ def run_command(args: argparse.Namespace) -> int:
             run = plan(config, data_path=args.data, out_dir=args.out)
     except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError, RunDirectoryError) as error:
         return _fail(str(error))
+    from evolution.ray_session import RayUnavailable
+
     try:
-        return _execute(run, args.address, tracking)
+        with _signals_interrupt():
+            return _execute(run, args.address, tracking)
+    except RayUnavailable as error:
+        return _fail(str(error))
     except RunDirectoryError as error:
         return _fail(str(error), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _fail(f"interrupted; the finished generations are checkpointed: continue with "
+                     f"`evolve run --resume {run.run_dir}`", EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGTERM (and SIGHUP) stop the run as Ctrl-C does: the island actors and the local Ray are
+    shut down on the way out (evolution/ray_session.py), nothing is left running."""
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class _Lineage:
@@ -175,27 +201,16 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
         lineage.finish(run)
         return 0
 
-    import ray
+    from evolution.ray_session import check_capacity, ray_session
 
-    rc = config.runtime.ray
-    started = False
-    if not ray.is_initialized():
-        address = address or rc.address or os.environ.get("RAY_ADDRESS")
-        kwargs = dict(namespace=rc.namespace, log_to_driver=True)
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            # "local": a new Ray of our own, never a cluster an earlier `ray start` left on the machine
-            ray.init(address="local", num_cpus=rc.num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
-        started = True
-    pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
-    try:
-        result = execute(run, pool, on_generation=lineage.on_generation,
-                         on_hall_of_fame=lineage.on_hall_of_fame)
-    finally:
-        pool.close()
-        if started:
-            ray.shutdown()
+    with ray_session(config.runtime.ray, address) as started:
+        check_capacity(config, started)
+        pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
+        try:
+            result = execute(run, pool, on_generation=lineage.on_generation,
+                             on_hall_of_fame=lineage.on_hall_of_fame)
+        finally:
+            pool.close()
     print(summary_table(result, run.run_dir), flush=True)  # the result first; lineage goes out after
     lineage.finish(run)
     return 0

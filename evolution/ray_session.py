@@ -1,0 +1,178 @@
+"""Ray for ``evolve run``: join a cluster when asked, otherwise start a local Ray of its own,
+and leave nothing behind.
+
+    with ray_session(config.runtime.ray, cli_address) as started:   # started: a local Ray of ours
+        check_capacity(config, started)
+        ...                                                          # RayPool(...)
+
+* **Joining**: ``--address``, else ``runtime.ray.address``, else ``$RAY_ADDRESS`` (what
+  ``ray job submit`` sets for its job: the cluster's GCS address). The address is tried
+  with a plain TCP connection first, so an address where nothing listens fails within
+  seconds, in one line that names it (Ray itself retries for about a minute). A dashboard
+  URL (``http://...:8265``, what ``ray job submit --address`` takes) is refused with a
+  line saying which address to pass instead.
+* **Local**: ``ray.init(address="local")``, never a cluster or a ``ray_current_cluster``
+  file that an earlier ``ray start`` left on the machine. Token authentication is what
+  Ray 2.60 does for a new local Ray anyway (``RAY_AUTH_MODE=token`` unless set); setting
+  it explicitly only spares the terminal Ray's notice about it. A watchdog process
+  (evolution/ray_watchdog.py) stops every process of that Ray once the driver is gone,
+  even after a SIGKILL.
+* Only warnings and errors of Ray's own loggers reach the terminal.
+
+Every failure is a :class:`RayUnavailable` whose message is one line that says what to do.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from evolution.config import EvolutionConfig, RayConfig
+from evolution.ray_watchdog import OWNER_ENV
+
+CONNECT_TIMEOUT_S = 3.0
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+
+
+class RayUnavailable(RuntimeError):
+    """Ray cannot be joined or started, or cannot place the islands; the message says what to do."""
+
+
+def requested_address(cli_address: str | None, config_address: str | None) -> tuple[str | None, str]:
+    """The cluster to join and where that came from, or (None, "") for a local Ray."""
+    for value, source in ((cli_address, "--address"), (config_address, "runtime.ray.address"),
+                          (os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS")):
+        if value and value.strip():
+            return value.strip(), source
+    return None, ""
+
+
+def check_reachable(address: str, source: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise RayUnavailable unless something accepts a TCP connection at ``address``."""
+    if address.startswith(("http://", "https://")):
+        raise RayUnavailable(
+            f"{source} {address} is a dashboard URL (what `ray job submit --address` takes); `evolve run` joins a "
+            "cluster at its GCS address HOST:PORT (the --port of `ray start --head`)"
+        )
+    if address == "auto":
+        return  # Ray looks the address up itself and says so when there is none
+    parts = urlsplit(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise RayUnavailable(f"{source} {address}: expected HOST:PORT, e.g. 127.0.0.1:6380")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as error:
+        reason = error.strerror or str(error) or type(error).__name__
+        raise RayUnavailable(
+            f"no Ray cluster answers at {address} ({source}): {reason}; start one with "
+            f"`ray start --head --port {port}`, or leave out {source} to run on a local Ray"
+        ) from None
+
+
+def _join_failure(address: str, source: str, error: Exception) -> str:
+    first = _first_line(error)
+    hint = ""
+    if os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
+        hint = (f"; if the cluster uses token authentication (Ray 2.60 turns it on when ~/.ray/auth_token exists), "
+                f"export {AUTH_MODE_ENV}=token (the token: ~/.ray/auth_token or $RAY_AUTH_TOKEN)")
+    return f"cannot join the Ray cluster at {address} ({source}): {first}{hint}"
+
+
+def _start_watchdog(tag: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}
+    return subprocess.Popen([sys.executable, "-m", "evolution.ray_watchdog", tag], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, start_new_session=True, env=env)
+
+
+@contextlib.contextmanager
+def ray_session(rc: RayConfig, cli_address: str | None = None) -> Iterator[bool]:
+    """Ray for one run; yields True when it started a local Ray of its own, False when it joined
+    a cluster (or Ray was initialized already: then it is left as it is)."""
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        yield False
+        return
+    address, source = requested_address(cli_address, rc.address)
+    if address and address != "local":
+        with _joined(address, source, rc):
+            yield False
+        return
+    if "ray" not in sys.modules:  # Ray reads its auth mode once, when it is imported
+        os.environ.setdefault(AUTH_MODE_ENV, "token")
+    import ray
+
+    tag = uuid.uuid4().hex
+    watchdog = _start_watchdog(tag)
+    os.environ[OWNER_ENV] = tag  # inherited by the processes of the local Ray, not by ours after it
+    try:
+        try:
+            ray.init(address="local", num_cpus=rc.num_cpus or os.cpu_count(), include_dashboard=False,
+                     **_options(rc))
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise RayUnavailable(f"cannot start a local Ray: {_first_line(error)}") from None
+        finally:
+            del os.environ[OWNER_ENV]
+        yield True
+    finally:
+        try:
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            watchdog.stdin.close()  # the watchdog stops whatever outlived the shutdown
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                watchdog.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def _joined(address: str, source: str, rc: RayConfig) -> Iterator[None]:
+    check_reachable(address, source)
+    import ray
+
+    try:
+        ray.init(address=address, **_options(rc))
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise RayUnavailable(_join_failure(address, source, error)) from None
+    try:
+        yield
+    finally:
+        ray.shutdown()  # disconnects; the cluster stays
+
+
+def _options(rc: RayConfig) -> dict:
+    return dict(namespace=rc.namespace, log_to_driver=True, logging_level=logging.WARNING)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def check_capacity(config: EvolutionConfig, started: bool) -> None:
+    """Fail at once when the islands can never be placed on a Ray we started; on a cluster, say
+    what the run waits for when the CPUs it needs are not free now."""
+    import ray
+
+    rc = config.runtime.ray
+    n = config.islands
+    need = n * rc.island_num_cpus
+    total = ray.cluster_resources().get("CPU", 0.0)
+    free = ray.available_resources().get("CPU", 0.0)
+    if need <= free + 1e-9:
+        return
+    if started and need > total + 1e-9:
+        raise RayUnavailable(
+            f"islands: {n} island actors of runtime.ray.island_num_cpus {rc.island_num_cpus:g} need {need:g} CPUs, "
+            f"this local Ray has {total:g}; use fewer islands, runtime.ray.island_num_cpus: {total / n:g}, "
+            f"runtime.ray.num_cpus: {math.ceil(need)} (CPUs shared), or --local"
+        )
+    print(f"evolve: waiting for {need:g} CPUs for {n} island actors: the cluster has {total:g}, {free:g} free now "
+          "(nodes that join or jobs that finish make room; Ctrl-C stops)", file=sys.stderr, flush=True)
