@@ -1,7 +1,7 @@
 """Ray for ``evolve run``: join a cluster when asked, otherwise start a local Ray of its own,
 and leave nothing behind.
 
-    with ray_session(config.runtime.ray, cli_address) as started:   # started: a local Ray of ours
+    with ray_session(config, cli_address) as started:   # started: a local Ray of ours
         check_capacity(config, started)
         ...                                                          # RayPool(...)
 
@@ -27,6 +27,7 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -89,6 +90,22 @@ def _join_failure(address: str, source: str, error: Exception) -> str:
     return f"cannot join the Ray cluster at {address} ({source}): {first}{hint}"
 
 
+@contextlib.contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the run as Ctrl-C does (KeyboardInterrupt), so the island actors
+    and the local Ray are shut down on the way out. Ray's core worker installs a handler of its
+    own in ``ray.init`` that aborts the process: ray_session puts this one back after it."""
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 def _start_watchdog(tag: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}
     return subprocess.Popen([sys.executable, "-m", "evolution.ray_watchdog", tag], stdin=subprocess.PIPE,
@@ -96,9 +113,11 @@ def _start_watchdog(tag: str) -> subprocess.Popen:
 
 
 @contextlib.contextmanager
-def ray_session(rc: RayConfig, cli_address: str | None = None) -> Iterator[bool]:
+def ray_session(config: EvolutionConfig, cli_address: str | None = None) -> Iterator[bool]:
     """Ray for one run; yields True when it started a local Ray of its own, False when it joined
-    a cluster (or Ray was initialized already: then it is left as it is)."""
+    a cluster (or Ray was initialized already: then it is left as it is). Islands that a local
+    Ray could never place fail before it starts (:class:`RayUnavailable`)."""
+    rc, config_islands = config.runtime.ray, config.islands
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         yield False
         return
@@ -107,6 +126,7 @@ def ray_session(rc: RayConfig, cli_address: str | None = None) -> Iterator[bool]
         with _joined(address, source, rc):
             yield False
         return
+    _check_local_capacity(config_islands, rc)
     if "ray" not in sys.modules:  # Ray reads its auth mode once, when it is imported
         os.environ.setdefault(AUTH_MODE_ENV, "token")
     import ray
@@ -122,7 +142,8 @@ def ray_session(rc: RayConfig, cli_address: str | None = None) -> Iterator[bool]
             raise RayUnavailable(f"cannot start a local Ray: {_first_line(error)}") from None
         finally:
             del os.environ[OWNER_ENV]
-        yield True
+        with interrupt_on_signals():
+            yield True
     finally:
         try:
             if ray.is_initialized():
@@ -143,7 +164,8 @@ def _joined(address: str, source: str, rc: RayConfig) -> Iterator[None]:
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise RayUnavailable(_join_failure(address, source, error)) from None
     try:
-        yield
+        with interrupt_on_signals():
+            yield
     finally:
         ray.shutdown()  # disconnects; the cluster stays
 
@@ -154,6 +176,20 @@ def _options(rc: RayConfig) -> dict:
 
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _too_few_cpus(islands: int, rc: RayConfig, total: float) -> str:
+    need = islands * rc.island_num_cpus
+    share = math.floor(total / islands * 100) / 100
+    return (f"islands: {islands} island actors of runtime.ray.island_num_cpus {rc.island_num_cpus:g} need {need:g} CPUs, "
+            f"this local Ray has {total:g}; use fewer islands, runtime.ray.island_num_cpus: {share:g}, "
+            f"runtime.ray.num_cpus: {math.ceil(need)} (CPUs shared), or --local")
+
+
+def _check_local_capacity(islands: int, rc: RayConfig) -> None:
+    total = rc.num_cpus or os.cpu_count() or 1
+    if islands * rc.island_num_cpus > total + 1e-9:
+        raise RayUnavailable(_too_few_cpus(islands, rc, total))
 
 
 def check_capacity(config: EvolutionConfig, started: bool) -> None:
@@ -169,10 +205,6 @@ def check_capacity(config: EvolutionConfig, started: bool) -> None:
     if need <= free + 1e-9:
         return
     if started and need > total + 1e-9:
-        raise RayUnavailable(
-            f"islands: {n} island actors of runtime.ray.island_num_cpus {rc.island_num_cpus:g} need {need:g} CPUs, "
-            f"this local Ray has {total:g}; use fewer islands, runtime.ray.island_num_cpus: {total / n:g}, "
-            f"runtime.ray.num_cpus: {math.ceil(need)} (CPUs shared), or --local"
-        )
+        raise RayUnavailable(_too_few_cpus(n, rc, total))
     print(f"evolve: waiting for {need:g} CPUs for {n} island actors: the cluster has {total:g}, {free:g} free now "
           "(nodes that join or jobs that finish make room; Ctrl-C stops)", file=sys.stderr, flush=True)

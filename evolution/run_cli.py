@@ -13,9 +13,7 @@ $RAY_ADDRESS, as set by ``ray job submit``) joins a cluster; otherwise a local R
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -107,10 +105,10 @@ def run_command(args: argparse.Namespace) -> int:
             run = plan(config, data_path=args.data, out_dir=args.out)
     except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError, RunDirectoryError) as error:
         return _fail(str(error))
-    from evolution.ray_session import RayUnavailable
+    from evolution.ray_session import RayUnavailable, interrupt_on_signals
 
     try:
-        with _signals_interrupt():
+        with interrupt_on_signals():
             return _execute(run, args.address, tracking)
     except RayUnavailable as error:
         return _fail(str(error))
@@ -119,21 +117,6 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _fail(f"interrupted; the finished generations are checkpointed: continue with "
                      f"`evolve run --resume {run.run_dir}`", EXIT_INTERRUPTED)
-
-
-@contextlib.contextmanager
-def _signals_interrupt():
-    """SIGTERM (and SIGHUP) stop the run as Ctrl-C does: the island actors and the local Ray are
-    shut down on the way out (evolution/ray_session.py), nothing is left running."""
-    def interrupt(signum, _frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 class _Lineage:
@@ -203,7 +186,7 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
 
     from evolution.ray_session import check_capacity, ray_session
 
-    with ray_session(config.runtime.ray, address) as started:
+    with ray_session(config, address) as started:
         check_capacity(config, started)
         pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
         try:
