@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -81,13 +82,15 @@ def check_reachable(address: str, source: str, timeout_s: float = CONNECT_TIMEOU
         ) from None
 
 
-def _join_failure(address: str, source: str, error: Exception) -> str:
-    first = _first_line(error)
-    hint = ""
-    if os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
-        hint = (f"; if the cluster uses token authentication (Ray 2.60 turns it on when ~/.ray/auth_token exists), "
-                f"export {AUTH_MODE_ENV}=token (the token: ~/.ray/auth_token or $RAY_AUTH_TOKEN)")
-    return f"cannot join the Ray cluster at {address} ({source}): {first}{hint}"
+def _join_failure(address: str, source: str, error: Exception, logged: str = "") -> str:
+    token_mode = os.environ.get(AUTH_MODE_ENV, "").lower() == "token"
+    if "InvalidAuthToken" in logged or "Unauthenticated" in logged:
+        if not token_mode:
+            return (f"the Ray cluster at {address} ({source}) uses token authentication: export {AUTH_MODE_ENV}=token "
+                    "(the token is read from $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
+        return (f"the Ray cluster at {address} ({source}) refused this token: use the cluster's "
+                "($RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, as on the head node)")
+    return f"cannot join the Ray cluster at {address} ({source}): {_first_line(error)}"
 
 
 @contextlib.contextmanager
@@ -155,14 +158,39 @@ def ray_session(config: EvolutionConfig, cli_address: str | None = None) -> Iter
 
 
 @contextlib.contextmanager
+def _stderr_held() -> Iterator[dict]:
+    """Hold what is written to file descriptor 2 (Ray's C++ logs included) until the block ends;
+    ``box["text"]`` then has it. Joining a cluster that refuses the connection makes Ray's core
+    worker log one line a second for about 20 s; the caller turns that into one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    box: dict = {}
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield box
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            box["text"] = sink.read().decode(errors="replace")
+
+
+@contextlib.contextmanager
 def _joined(address: str, source: str, rc: RayConfig) -> Iterator[None]:
     check_reachable(address, source)
     import ray
 
-    try:
-        ray.init(address=address, **_options(rc))
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise RayUnavailable(_join_failure(address, source, error)) from None
+    failure = None
+    with _stderr_held() as held:
+        try:
+            ray.init(address=address, **_options(rc))
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            failure = error
+    if failure is not None:
+        raise RayUnavailable(_join_failure(address, source, failure, held["text"])) from None
+    sys.stderr.write(held["text"])  # nothing is lost when it worked
     try:
         with interrupt_on_signals():
             yield

@@ -23,8 +23,8 @@ import psutil
 OWNER_ENV = "EVOLVE_RAY_OWNER"
 
 
-def tagged(tag: str) -> list[psutil.Process]:
-    """Live processes whose environment holds ``EVOLVE_RAY_OWNER=tag`` (this one aside)."""
+def tagged(tag: str, variable: str = OWNER_ENV) -> list[psutil.Process]:
+    """Live processes whose environment holds ``variable=tag`` (``EVOLVE_RAY_OWNER``; this one aside)."""
     found = []
     me = os.getpid()
     for process in psutil.process_iter():
@@ -33,19 +33,19 @@ def tagged(tag: str) -> list[psutil.Process]:
         try:
             if process.status() == psutil.STATUS_ZOMBIE:
                 continue  # already dead; its parent, or init once the parent is gone, reaps it
-            if process.environ().get(OWNER_ENV) == tag:
+            if process.environ().get(variable) == tag:
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
 
 
-def stop_tagged(tag: str, grace_s: float = 5.0, rounds: int = 3) -> int:
+def stop_tagged(tag: str, grace_s: float = 5.0, rounds: int = 3, variable: str = OWNER_ENV) -> int:
     """SIGTERM every tagged process, SIGKILL what is left after ``grace_s``; a few rounds, as a
     dying raylet may still spawn a worker. Returns how many processes were signalled."""
     signalled = 0
     for _ in range(rounds):
-        processes = tagged(tag)
+        processes = tagged(tag, variable)
         if not processes:
             break
         for process in processes:

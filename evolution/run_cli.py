@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -114,9 +114,10 @@ def run_command(args: argparse.Namespace) -> int:
         return _fail(str(error))
     except RunDirectoryError as error:
         return _fail(str(error), EXIT_FAILED)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP (evolution/ray_session.py)
+        name = interrupt.args[0] if interrupt.args and interrupt.args[0] in signal.Signals.__members__ else "SIGINT"
         return _fail(f"interrupted; the finished generations are checkpointed: continue with "
-                     f"`evolve run --resume {run.run_dir}`", EXIT_INTERRUPTED)
+                     f"`evolve run --resume {run.run_dir}`", 128 + signal.Signals[name].value)
 
 
 class _Lineage:

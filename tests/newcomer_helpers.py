@@ -57,3 +57,75 @@ def private_mount_prefix() -> list[str] | None:
         if probe.returncode == 0:
             return prefix
     return None
+
+
+TAG_ENV = "NEWCOMER_TEST_TAG"  # every process a test starts inherits it, Ray's daemons included
+VENV_BIN = Path(sys.executable).parent
+
+
+def user_env(home: Path | None = None, **extra: str) -> dict:
+    """The environment of a user's shell with .venv active: no Ray settings the test session
+    made (RAY_AUTH_MODE, RAY_ADDRESS), HOME where the test says."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(VENV_BIN.parent)
+    env["PYTHONPATH"] = str(REPO)
+    if home is not None:
+        env["HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+def stop_tagged(tag: str) -> int:
+    """Stop every process carrying TAG_ENV=tag: the Ray a test started, and only that one."""
+    from evolution.ray_watchdog import stop_tagged as stop
+
+    return stop(tag, grace_s=5.0, variable=TAG_ENV)
+
+
+def tagged(tag: str) -> list:
+    from evolution.ray_watchdog import tagged as find
+
+    return find(tag, TAG_ENV)
+
+
+class RayHead:
+    """A real `ray start --head` on free ports, in a temp root of its own (RAY_TMPDIR, short:
+    unix socket paths are limited), its processes tagged; stopped by tag, never `ray stop`."""
+
+    def __init__(self, env: dict, num_cpus: int = 2):
+        import uuid
+
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.tag = uuid.uuid4().hex
+        self.root = Path(f"/tmp/nc{self.port}")
+        self.env = {**env, TAG_ENV: self.tag, "RAY_TMPDIR": str(self.root)}
+        self.num_cpus = num_cpus
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start_args(self) -> list[str]:
+        """The flags a shared machine needs besides the README's (ports that are free, no usage stats)."""
+        return [f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+                f"--num-cpus={self.num_cpus}", "--disable-usage-stats"]
+
+    def __enter__(self) -> RayHead:
+        self.root.mkdir(parents=True, exist_ok=True)
+        start = subprocess.run(["ray", "start", "--head", f"--port={self.port}",
+                                f"--dashboard-port={self.dashboard_port}", *self.start_args()],
+                               env=self.env, capture_output=True, text=True, timeout=300)
+        if start.returncode != 0:
+            stop_tagged(self.tag)
+            raise RuntimeError(f"ray start failed: {start.stderr[-3000:]}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stop_tagged(self.tag)
+        shutil.rmtree(self.root, ignore_errors=True)
