@@ -141,7 +141,7 @@ def ray_session(config: EvolutionConfig, cli_address: str | None = None) -> Iter
         try:
             ray.init(address="local", num_cpus=rc.num_cpus or os.cpu_count(), include_dashboard=False,
                      **_options(rc))
-        except (ConnectionError, RuntimeError, ValueError) as error:
+        except (OSError, RuntimeError, ValueError) as error:  # OSError: e.g. a RAY_TMPDIR too long for its sockets
             raise RayUnavailable(f"cannot start a local Ray: {_first_line(error)}") from None
         finally:
             del os.environ[OWNER_ENV]

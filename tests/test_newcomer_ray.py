@@ -5,12 +5,14 @@ authentication as Ray 2.60 sets it up); a killed driver leaves no Ray process be
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from newcomer_helpers import (
@@ -131,9 +133,7 @@ def island_actors(head: RayHead) -> list[dict]:
     return [a for a in actors if (a.get("name") or "").startswith("island-")]
 
 
-def head_home(head: RayHead):
-    from pathlib import Path
-
+def head_home(head: RayHead) -> Path:
     return Path(head.env["HOME"])
 
 
@@ -150,11 +150,14 @@ def test_evolve_run_starts_its_own_ray_next_to_a_live_cluster_and_its_file(clust
 
 @pytest.mark.slow
 def test_evolve_run_starts_its_own_ray_despite_a_stale_ray_current_cluster_file(tmp_path):
-    root = tmp_path / "r"
+    root = Path(f"/tmp/ncs{free_port()}")  # short: Ray's unix socket paths are limited to 107 bytes
     (root / "ray").mkdir(parents=True)
-    (root / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")  # a cluster stopped long ago
-    proc = evolve(*RAY_RUN, "--config", str(ray_config(tmp_path)), "--out", str(tmp_path / "run"),
-                  env=user_env(RAY_TMPDIR=str(root)), timeout=600)
+    try:
+        (root / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}")  # a cluster stopped long ago
+        proc = evolve(*RAY_RUN, "--config", str(ray_config(tmp_path)), "--out", str(tmp_path / "run"),
+                      env=user_env(RAY_TMPDIR=str(root)), timeout=600)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and (tmp_path / "run" / "result.json").exists()
 
