@@ -63,14 +63,18 @@ TAG_ENV = "NEWCOMER_TEST_TAG"  # every process a test starts inherits it, Ray's 
 VENV_BIN = Path(sys.executable).parent
 
 
-def user_env(home: Path | None = None, **extra: str) -> dict:
-    """The environment of a user's shell with .venv active: no Ray settings the test session
-    made (RAY_AUTH_MODE, RAY_ADDRESS), HOME where the test says."""
+def user_env(home: Path | None = None, *, venv: bool = True, **extra: str) -> dict:
+    """The environment of a user's shell (with .venv active unless ``venv=False``): no Ray
+    settings the test session made (RAY_AUTH_MODE, RAY_ADDRESS, ...), HOME where the test says."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR")}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["VIRTUAL_ENV"] = str(VENV_BIN.parent)
-    env["PYTHONPATH"] = str(REPO)
+           if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR",
+                        "VIRTUAL_ENV", "PYTHONPATH")}
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p) != VENV_BIN]
+    if venv:
+        path.insert(0, str(VENV_BIN))
+        env["VIRTUAL_ENV"] = str(VENV_BIN.parent)
+        env["PYTHONPATH"] = str(REPO)
+    env["PATH"] = os.pathsep.join(path)
     if home is not None:
         env["HOME"] = str(home)
     env.update(extra)
