@@ -82,6 +82,9 @@ def run_command(args: argparse.Namespace) -> int:
             use_rest_client(tracking)  # a bad EVOLVE_MLFLOW_CLIENT is an error before anything runs
         except ValueError as error:
             return _fail(str(error))
+    from evolution.runner import COMPILE_NOTICE, needs_compilation
+
+    compiling = needs_compilation()
     overrides = {}
     if args.local:
         overrides["backend"] = "local"
@@ -107,9 +110,11 @@ def run_command(args: argparse.Namespace) -> int:
         return _fail(str(error))
     from evolution.ray_session import RayUnavailable, interrupt_on_signals
 
+    if compiling:
+        print(COMPILE_NOTICE, file=sys.stderr, flush=True)
     try:
         with interrupt_on_signals():
-            return _execute(run, args.address, tracking)
+            return _execute(run, args.address, tracking, compiling)
     except RayUnavailable as error:
         return _fail(str(error))
     except RunDirectoryError as error:
@@ -167,7 +172,7 @@ class _Lineage:
         return self.logger.run_dir
 
 
-def _execute(run, address: str | None, tracking: str | None = None) -> int:
+def _execute(run, address: str | None, tracking: str | None = None, compiling: bool = False) -> int:
     from evolution.pools import LocalPool, RayPool
     from evolution.report import summary_table
     from evolution.runner import execute
@@ -178,7 +183,7 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
         pool = LocalPool(config, run.spec.market, run.spec.split.test_ranges())
         try:
             result = execute(run, pool, on_generation=lineage.on_generation,
-                             on_hall_of_fame=lineage.on_hall_of_fame)
+                             on_hall_of_fame=lineage.on_hall_of_fame, compiling=compiling)
         finally:
             pool.close()
         print(summary_table(result, run.run_dir), flush=True)  # the result first; lineage goes out after
@@ -192,7 +197,7 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
         pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
         try:
             result = execute(run, pool, on_generation=lineage.on_generation,
-                             on_hall_of_fame=lineage.on_hall_of_fame)
+                             on_hall_of_fame=lineage.on_hall_of_fame, compiling=compiling)
         finally:
             pool.close()
     print(summary_table(result, run.run_dir), flush=True)  # the result first; lineage goes out after

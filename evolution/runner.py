@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from backtest.jit_cache import is_compiled
 from evolution import checkpoint, trials
 from evolution.config import ConfigError, EvolutionConfig, parse_config
 from evolution.fitness import weights
@@ -41,6 +42,8 @@ from evolution.market import MarketSpec, resolve
 from evolution.pools import IslandLost
 
 MAX_RECOVERIES = 20
+COMPILE_NOTICE = ("evolve: compiling the backtest kernels for this version of the code: about 2 minutes on one core, "
+                  "more on a busy machine; once per machine, later runs load them in under a second")
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -237,11 +240,14 @@ def execute(
     *,
     on_generation: Callable[[int, object], None] | None = None,
     on_hall_of_fame: Callable[[list[dict]], None] | None = None,
+    compiling: bool = False,
 ) -> dict:
     """Run the remaining generations, then judge the hall of fame and write result.json.
 
     ``on_generation(g, pool)`` after each generation's trial-log part and checkpoint;
-    ``on_hall_of_fame(members)`` between the search and the judging (see :func:`build_result`)."""
+    ``on_hall_of_fame(members)`` between the search and the judging (see :func:`build_result`);
+    ``compiling`` (see :func:`needs_compilation`): the progress bar starts after the first
+    generation, so it never sits at 0% with an ETA of many minutes while the kernels compile."""
     config = run.config
     started = time.perf_counter()
     timing = {"generations": []}
@@ -253,7 +259,7 @@ def execute(
         pool.restore(run.states)
     states = list(run.states)
     total_rows = run.trial_rows
-    bar = _progress(config, run.start_generation)
+    bar = None if compiling else _progress(config, run.start_generation)  # compiling: from generation 1 on
     best = -math.inf
     queue = _Queue(pool, config, run.start_generation)
     try:
@@ -276,6 +282,8 @@ def execute(
             for s in states:
                 for ind in s["population"][:1]:
                     best = max(best, sign * ind["fitness"][0])
+            if compiling and g == run.start_generation:  # the bar's rate from here on leaves the compilation out
+                bar = _progress(config, g)
             if bar is not None:
                 bar.set_postfix_str(f"best {config.selection.objectives[0]} {sign * best:.3g}, {evaluated} evaluated")
                 bar.update(1)
@@ -301,6 +309,13 @@ def execute(
     with _writing(timing_path, run.run_dir, config.generations - 1):
         timing_path.write_text(json.dumps(timing, indent=2))
     return result
+
+
+def needs_compilation() -> bool:
+    """True when this machine has not compiled this version of the kernels yet. Ask before
+    anything runs a kernel (loading a synthetic market does), tell the user once the run is
+    planned (:data:`COMPILE_NOTICE`)."""
+    return is_compiled("backtest") is False
 
 
 def _progress(config: EvolutionConfig, start: int):
