@@ -141,7 +141,7 @@ def ray_session(config: EvolutionConfig, cli_address: str | None = None) -> Iter
         try:
             ray.init(address="local", num_cpus=rc.num_cpus or os.cpu_count(), include_dashboard=False,
                      **_options(rc))
-        except (OSError, RuntimeError, ValueError) as error:  # OSError: e.g. a RAY_TMPDIR too long for its sockets
+        except Exception as error:  # OSError: a RAY_TMPDIR too long for its sockets; Exception: a start-up timeout
             raise RayUnavailable(f"cannot start a local Ray: {_first_line(error)}") from None
         finally:
             del os.environ[OWNER_ENV]
@@ -186,7 +186,7 @@ def _joined(address: str, source: str, rc: RayConfig) -> Iterator[None]:
     with _stderr_held() as held:
         try:
             ray.init(address=address, **_options(rc))
-        except (ConnectionError, RuntimeError, ValueError) as error:
+        except Exception as error:  # ConnectionError, RuntimeError, ValueError, and a bare Exception on time-outs
             failure = error
     if failure is not None:
         raise RayUnavailable(_join_failure(address, source, failure, held["text"])) from None

@@ -7,8 +7,12 @@
     python -m evolution run ...            (the same, e.g. under `ray job submit`)
 
 The config (default configs/demo.yaml) and the data are validated before Ray starts; a
-bad field or candle row is one line on stderr and exit code 2. Ray: ``--address`` (or
-$RAY_ADDRESS, as set by ``ray job submit``) joins a cluster; otherwise a local Ray starts.
+bad field or candle row is one line on stderr and exit code 2, as is a Ray that cannot be
+joined or started (evolution/ray_session.py: ``--address``, ``runtime.ray.address`` or
+$RAY_ADDRESS, as set by ``ray job submit``, join a cluster; otherwise a local Ray of its own
+starts). A run directory that cannot be written (full disk, read-only, no permission) is one
+line and exit code 1, saying what is safe and how to resume; Ctrl-C and SIGTERM end with one
+line and exit code 128 + the signal, after shutting the islands and the local Ray down.
 """
 from __future__ import annotations
 
@@ -76,6 +80,10 @@ def run_command(args: argparse.Namespace) -> int:
     tracking = None
     if not args.no_tracking and os.environ.get("EVOLVE_TRACKING", "").lower() not in ("off", "0", "false", "no"):
         tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        # the terminal is for the run: MLflow's INFO lines (database set-up, input example checks)
+        # and artifact progress bars stay off it, in the lineage sender too (it inherits these)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         from evolution.lineage_rest import use_rest_client
 
         try:
