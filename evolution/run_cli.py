@@ -116,6 +116,8 @@ def run_command(args: argparse.Namespace) -> int:
             run = plan(config, data_path=args.data, out_dir=args.out)
     except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError, RunDirectoryError) as error:
         return _fail(str(error))
+    except KeyboardInterrupt:
+        return _fail("interrupted before the run started", 128 + signal.SIGINT)
     from evolution.ray_session import RayUnavailable, interrupt_on_signals
 
     if compiling:
