@@ -23,6 +23,7 @@ Every failure is a :class:`RayUnavailable` whose message is one line that says w
 """
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import math
@@ -32,6 +33,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -94,17 +97,36 @@ def _join_failure(address: str, source: str, error: Exception, logged: str = "")
 
 
 @contextlib.contextmanager
-def interrupt_on_signals() -> Iterator[None]:
+def interrupt_on_signals(retry_s: float = 2.0) -> Iterator[None]:
     """SIGTERM and SIGHUP stop the run as Ctrl-C does (KeyboardInterrupt), so the island actors
     and the local Ray are shut down on the way out. Ray's core worker installs a handler of its
-    own in ``ray.init`` that aborts the process: ray_session puts this one back after it."""
+    own in ``ray.init`` that aborts the process: ray_session puts this one back after it.
+
+    An exception raised by a signal handler can land where Python only reports it ("Exception
+    ignored in ...": a finalizer, a callback of numba's compiler) and the run would go on; until
+    the interrupt has reached this block, it is raised again every ``retry_s`` seconds."""
+    state = {"signal": None, "delivered": False}
+
+    def retry() -> None:
+        while not state["delivered"]:
+            time.sleep(retry_s)
+            if not state["delivered"]:
+                _thread.interrupt_main(state["signal"])
+
     def interrupt(signum, _frame):
+        if state["signal"] is None:
+            state["signal"] = signum
+            threading.Thread(target=retry, name="evolve-interrupt", daemon=True).start()
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
+    except KeyboardInterrupt:
+        state["delivered"] = True
+        raise
     finally:
+        state["delivered"] = True
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
