@@ -95,6 +95,9 @@ def _actor_class():
                 Island.__init__(self, index, config, market, folds)
             return self.index
 
+        def node_id(self) -> str:
+            return ray.get_runtime_context().get_node_id()
+
     return RayIsland
 
 
