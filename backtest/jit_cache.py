@@ -72,6 +72,23 @@ def package_stamp(package_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def version_dir(base: Path, package: str) -> Path:
+    """Where the kernels of this version of ``package`` are kept under ``base``."""
+    return base / f"{package}-{package_stamp(PROJECT_ROOT / package)[:20]}"
+
+
+def is_compiled(package: str = "backtest") -> bool | None:
+    """Whether this version of the package's kernels was compiled on this machine already (its
+    directory holds an index); None when this cache is off (numba's own cache: unknown). A
+    fresh machine or a changed kernel module gives False: the first run compiles, for about
+    two minutes on one core."""
+    base = jit_cache_dir()
+    if base is None or config.CACHE_DIR:
+        return None
+    folder = version_dir(base, package)
+    return folder.is_dir() and next(folder.rglob("*.nbi"), None) is not None
+
+
 class ContentCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
     """Caches a function of this project in ``jit_cache_dir()/<package>-<stamp>/<subdir>``."""
 
@@ -79,7 +96,7 @@ class ContentCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheL
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
         self._stamp = package_stamp(PROJECT_ROOT / package)
-        self._cache_path = str(base / f"{package}-{self._stamp[:20]}" / relative_dir)
+        self._cache_path = str(version_dir(base, package) / relative_dir)
 
     def get_cache_path(self) -> str:
         return self._cache_path

@@ -74,7 +74,26 @@ def _actor_class():
 
     @ray.remote
     class RayIsland(Island):
-        """An :class:`Island` as a Ray actor; the market arrives through the object store."""
+        """An :class:`Island` as a Ray actor. The market comes through the object store in
+        ``attach`` (the first call the pool queues, and again in ``RayPool.restore`` after Ray
+        restarted the actor), not in the constructor: Ray re-runs a constructor on restart
+        with references it does not keep alive, and says so on the terminal of every run
+        (core_worker.cc "... max_restarts > 0"). Until attached, every call raises
+        :class:`IslandStateError`, as an island restarted empty does."""
+
+        def __init__(self, index: int, config: EvolutionConfig, folds: np.ndarray):
+            self._pending = (index, config, folds)
+
+        def __getattr__(self, name: str):
+            if name.startswith("__") or "_pending" not in self.__dict__:
+                raise AttributeError(name)
+            raise IslandStateError(f"island {self._pending[0]} has no market yet (restarted): restore it")
+
+        def attach(self, market: Any) -> int:
+            if "market" not in self.__dict__:
+                index, config, folds = self._pending
+                Island.__init__(self, index, config, market, folds)
+            return self.index
 
         def node_id(self) -> str:
             return ray.get_runtime_context().get_node_id()
@@ -105,7 +124,9 @@ class RayPool(_Pool):
                 ray.kill(ray.get_actor(name))
             except ValueError:
                 pass
-            self.actors.append(cls.options(name=name, **options).remote(i, config, self.market_ref, folds))
+            actor = cls.options(name=name, **options).remote(i, config, folds)
+            actor.attach.remote(self.market_ref)  # calls to an actor run in order: before any step
+            self.actors.append(actor)
 
     def submit(self, method: str, args: Sequence[tuple]) -> list:
         return [getattr(actor, method).remote(*a) for actor, a in zip(self.actors, args)]
@@ -132,6 +153,7 @@ class RayPool(_Pool):
         for actor, state in zip(self.actors, states):
             while True:
                 try:
+                    actor.attach.remote(self.market_ref)  # a restarted actor has none
                     ray.get(actor.restore.remote(state))
                     break
                 except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):

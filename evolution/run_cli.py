@@ -7,17 +7,23 @@
     python -m evolution run ...            (the same, e.g. under `ray job submit`)
 
 The config (default configs/demo.yaml) and the data are validated before Ray starts; a
-bad field or candle row is one line on stderr and exit code 2. Ray: ``--address`` (or
-$RAY_ADDRESS, as set by ``ray job submit``) joins a cluster; otherwise a local Ray starts.
+bad field or candle row is one line on stderr and exit code 2, as is a Ray that cannot be
+joined or started (evolution/ray_session.py: ``--address``, ``runtime.ray.address`` or
+$RAY_ADDRESS, as set by ``ray job submit``, join a cluster; otherwise a local Ray of its own
+starts). A run directory that cannot be written (full disk, read-only, no permission) is one
+line and exit code 1, saying what is safe and how to resume; Ctrl-C and SIGTERM end with one
+line and exit code 128 + the signal, after shutting the islands and the local Ray down.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
 
 RUN_EXAMPLES = """examples:
@@ -72,9 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       tracking_uri=None, no_tracking=False, metrics_port=None)
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = EXIT_USER_ERROR) -> int:
     print(f"evolve run: error: {message}", file=sys.stderr)
-    return EXIT_USER_ERROR
+    return code
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -88,17 +94,24 @@ def demo_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from backtest.data import DataValidationError
     from evolution.config import ConfigError, load_config
-    from evolution.runner import plan, plan_resume
+    from evolution.runner import RunDirectoryError, plan, plan_resume
 
     tracking = None
     if not args.no_tracking and os.environ.get("EVOLVE_TRACKING", "").lower() not in ("off", "0", "false", "no"):
         tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        # the terminal is for the run: MLflow's INFO lines (database set-up, input example checks)
+        # and artifact progress bars stay off it, in the lineage sender too (it inherits these)
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         from evolution.lineage_rest import use_rest_client
 
         try:
             use_rest_client(tracking)  # a bad EVOLVE_MLFLOW_CLIENT is an error before anything runs
         except ValueError as error:
             return _fail(str(error))
+    from evolution.runner import COMPILE_NOTICE, needs_compilation
+
+    compiling = needs_compilation()
     overrides = {}
     if args.local:
         overrides["backend"] = "local"
@@ -126,9 +139,25 @@ def run_command(args: argparse.Namespace) -> int:
             if problem := _start_metrics(config):  # before the market is loaded: exchange requests count
                 return _fail(problem)
             run = plan(config, data_path=args.data, out_dir=args.out)
-    except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError) as error:
+    except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError, RunDirectoryError) as error:
         return _fail(str(error))
-    return _execute(run, args.address, tracking)
+    except KeyboardInterrupt:
+        return _fail("interrupted before the run started", 128 + signal.SIGINT)
+    from evolution.ray_session import RayUnavailable, interrupt_on_signals
+
+    if compiling:
+        print(COMPILE_NOTICE, file=sys.stderr, flush=True)
+    try:
+        with interrupt_on_signals():
+            return _execute(run, args.address, tracking, compiling)
+    except RayUnavailable as error:
+        return _fail(str(error))
+    except RunDirectoryError as error:
+        return _fail(str(error), EXIT_FAILED)
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM/SIGHUP (evolution/ray_session.py)
+        name = interrupt.args[0] if interrupt.args and interrupt.args[0] in signal.Signals.__members__ else "SIGINT"
+        return _fail(f"interrupted; the finished generations are checkpointed: continue with "
+                     f"`evolve run --resume {run.run_dir}`", 128 + signal.Signals[name].value)
 
 
 class _Lineage:
@@ -205,7 +234,7 @@ def _finish(run, result: dict, lineage: _Lineage) -> None:
     lineage.finish(run)
 
 
-def _execute(run, address: str | None, tracking: str | None = None) -> int:
+def _execute(run, address: str | None, tracking: str | None = None, compiling: bool = False) -> int:
     from evolution.pools import LocalPool, RayPool
     from evolution.runner import execute
 
@@ -215,32 +244,21 @@ def _execute(run, address: str | None, tracking: str | None = None) -> int:
         pool = LocalPool(config, run.spec.market, run.spec.split.test_ranges())
         try:
             result = execute(run, pool, on_generation=lineage.on_generation,
-                             on_hall_of_fame=lineage.on_hall_of_fame)
+                             on_hall_of_fame=lineage.on_hall_of_fame, compiling=compiling)
         finally:
             pool.close()
         _finish(run, result, lineage)
         return 0
 
-    import ray
+    from evolution.ray_session import check_capacity, ray_session
 
-    rc = config.runtime.ray
-    started = False
-    if not ray.is_initialized():
-        address = address or rc.address or os.environ.get("RAY_ADDRESS")
-        kwargs = dict(namespace=rc.namespace, log_to_driver=True)
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            # "local": a new Ray of our own, never a cluster an earlier `ray start` left on the machine
-            ray.init(address="local", num_cpus=rc.num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
-        started = True
-    pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
-    try:
-        result = execute(run, pool, on_generation=lineage.on_generation,
-                         on_hall_of_fame=lineage.on_hall_of_fame)
-    finally:
-        pool.close()
-        if started:
-            ray.shutdown()
+    with ray_session(config, address) as started:
+        check_capacity(config, started)
+        pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
+        try:
+            result = execute(run, pool, on_generation=lineage.on_generation,
+                             on_hall_of_fame=lineage.on_hall_of_fame, compiling=compiling)
+        finally:
+            pool.close()
     _finish(run, result, lineage)
     return 0

@@ -18,18 +18,21 @@ same bars has the same id.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from backtest.jit_cache import is_compiled
 from evolution import checkpoint, trials
 from evolution.config import ConfigError, EvolutionConfig, parse_config
 from evolution.fitness import weights
@@ -40,6 +43,52 @@ from evolution.pools import IslandLost
 from evolution.telemetry import record_error, record_generation, record_result
 
 MAX_RECOVERIES = 20
+COMPILE_NOTICE = ("evolve: compiling the backtest kernels for this version of the code: about 2 minutes on one core, "
+                  "more on a busy machine; once per machine, later runs load them in under a second")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class RunDirectoryError(RuntimeError):
+    """The run directory could not be written (a full disk, a read-only file system, no
+    permission). The message is one line: what failed, what is safe on disk, what to do."""
+
+
+def _cannot_write(error: OSError, path: Path) -> str:
+    if error.errno in DISK_FULL:
+        return f"no space left on the device holding {path}"
+    if error.errno == errno.EROFS:
+        return f"cannot write {path}: the file system is read-only"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot write {path}: permission denied"
+    return f"cannot write {path}: {error.strerror or error}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _writing(path: Path, run_dir: Path, done: int | None) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` into a RunDirectoryError that says what to do.
+    ``done``: the newest generation whose checkpoint is on disk (-1: none yet; None: the run
+    has not started, the directory is being laid out)."""
+    try:
+        yield
+    except OSError as error:
+        what = _cannot_write(error, path)
+        if done is None:
+            raise RunDirectoryError(f"{what}; pass an --out directory on a writable disk with free space") from None
+        kept = (f"generations 0-{done} are checkpointed in {run_dir}" if done >= 0
+                else f"no generation had finished, {run_dir} holds the run's config")
+        raise RunDirectoryError(
+            f"{what}. Nothing was lost: {kept}. Free space and run `evolve run --resume {run_dir}`, or copy "
+            f"{run_dir} to a disk with room and resume the copy there: the result is the same"
+        ) from None
 
 
 @dataclass
@@ -74,13 +123,15 @@ def plan(config: EvolutionConfig, *, data_path: str | Path | None = None, out_di
             "use another --out, or `evolve run --resume` to continue that run"
         )
     # the same run again: start over (it ends with the same result)
-    checkpoint.clear(ckdir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("result.json", "timing.json"):
-        (run_dir / name).unlink(missing_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(
-        {"config": config.model_dump(mode="json"), "data": None if data_path is None else str(data_path)}, indent=2))
-    trials.drop_parts_after(run_dir, -1)
+    with _writing(run_dir, run_dir, None):
+        checkpoint.clear(ckdir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("result.json", "timing.json"):
+            (run_dir / name).unlink(missing_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(
+            {"config": config.model_dump(mode="json"), "data": None if data_path is None else str(data_path)},
+            indent=2))
+        trials.drop_parts_after(run_dir, -1)
     return RunPlan(config, spec, run_id, run_dir, ckdir, None if data_path is None else str(data_path),
                    states=[None] * config.islands)
 
@@ -192,11 +243,14 @@ def execute(
     *,
     on_generation: Callable[[int, object], None] | None = None,
     on_hall_of_fame: Callable[[list[dict]], None] | None = None,
+    compiling: bool = False,
 ) -> dict:
     """Run the remaining generations, then judge the hall of fame and write result.json.
 
     ``on_generation(g, pool)`` after each generation's trial-log part and checkpoint;
-    ``on_hall_of_fame(members)`` between the search and the judging (see :func:`build_result`)."""
+    ``on_hall_of_fame(members)`` between the search and the judging (see :func:`build_result`);
+    ``compiling`` (see :func:`needs_compilation`): the progress bar starts after the first
+    generation, so it never sits at 0% with an ETA of many minutes while the kernels compile."""
     config = run.config
     started = time.perf_counter()
     timing = {"generations": []}
@@ -208,19 +262,21 @@ def execute(
         pool.restore(run.states)
     states = list(run.states)
     total_rows = run.trial_rows
-    bar = _progress(config, run.start_generation)
+    bar = None if compiling else _progress(config, run.start_generation)  # compiling: from generation 1 on
     best = -math.inf
     queue = _Queue(pool, config, run.start_generation)
     try:
         for g in range(run.start_generation, config.generations):
             t0 = time.perf_counter()
             rows, states_after, seen_added, cached = queue.take(g, states)
-            trials.write_part(run.run_dir, g, rows)
+            with _writing(trials.part_path(run.run_dir, g), run.run_dir, g - 1):
+                trials.write_part(run.run_dir, g, rows)
             total_rows += len(rows)
-            checkpoint.save(run.checkpoint_dir, g, {
-                "run_id": run.run_id, "config_id": config.config_id, "market": run.spec.fingerprint,
-                "states": states_after, "trial_rows": total_rows,
-            }, keep=config.runtime.keep_checkpoints, seen_added=seen_added)
+            with _writing(run.checkpoint_dir, run.run_dir, g - 1):
+                checkpoint.save(run.checkpoint_dir, g, {
+                    "run_id": run.run_id, "config_id": config.config_id, "market": run.spec.fingerprint,
+                    "states": states_after, "trial_rows": total_rows,
+                }, keep=config.runtime.keep_checkpoints, seen_added=seen_added)
             states = states_after
             evaluated = sum(1 for r in rows if r["evaluated"])
             wall = time.perf_counter() - t0
@@ -230,6 +286,8 @@ def execute(
             for s in states:
                 for ind in s["population"][:1]:
                     best = max(best, sign * ind["fitness"][0])
+            if compiling and g == run.start_generation:  # the bar's rate from here on leaves the compilation out
+                bar = _progress(config, g)
             if bar is not None:
                 bar.set_postfix_str(f"best {config.selection.objectives[0]} {sign * best:.3g}, {evaluated} evaluated")
                 bar.update(1)
@@ -244,7 +302,8 @@ def execute(
             bar.close()
     t_judge = time.perf_counter()
     result = build_result(run, on_hall_of_fame)
-    (run.run_dir / "result.json").write_text(dump_result(result))
+    with _writing(run.run_dir / "result.json", run.run_dir, config.generations - 1):
+        _write_atomic(run.run_dir / "result.json", dump_result(result))  # never a truncated result
     record_result(result)
     total_eval = sum(t["evaluations"] for t in timing["generations"])
     total_gen_s = sum(t["seconds"] for t in timing["generations"])
@@ -255,8 +314,16 @@ def execute(
         "evaluations": total_eval,
         "evaluations_per_second": total_eval / total_gen_s if total_gen_s > 0 else None,
     })
-    timing_path.write_text(json.dumps(timing, indent=2))
+    with _writing(timing_path, run.run_dir, config.generations - 1):
+        timing_path.write_text(json.dumps(timing, indent=2))
     return result
+
+
+def needs_compilation() -> bool:
+    """True when this machine has not compiled this version of the kernels yet. Ask before
+    anything runs a kernel (loading a synthetic market does), tell the user once the run is
+    planned (:data:`COMPILE_NOTICE`)."""
+    return is_compiled("backtest") is False
 
 
 def _progress(config: EvolutionConfig, start: int):

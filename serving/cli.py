@@ -37,11 +37,31 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bus-prefix", default=None, help="Redis key prefix of the bus streams (default: evolve:)")
 
 
+SHADOW_EXAMPLES = """examples:
+  evolve shadow runs/<run_id>                 # replay the run's holdout to its promoted strategies
+  evolve shadow runs/<run_id> --all --speed 50
+  evolve shadow 3 4 --run runs/<run_id>       # registered versions 3 and 4 on that run's holdout
+  evolve shadow 3 --exchange binance --symbol BTC/USDT --timeframe 1m   # live bars
+"""
+PROMOTE_EXAMPLES = """examples:
+  evolve promote 4                            # version 4 becomes the champion
+  evolve promote 4 --reason "passed review" --tracking-uri http://127.0.0.1:5000
+"""
+ROLLBACK_EXAMPLES = """examples:
+  evolve rollback                             # the previous champion is live again
+  evolve rollback --reason "slippage too high"
+"""
+STATUS_EXAMPLES = """examples:
+  evolve status                               # versions by stage with their latest metrics
+  evolve status --json
+"""
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     shadow = subparsers.add_parser(
         "shadow", help="paper-trade strategies in shadow on a bar feed; the gates promote what holds up",
         description="Start a shadow trader (Ray actor shadow-<strategy_id>, or a thread with --local) per strategy, "
-        "feed it bars, judge it with the promotion gates and move the champion alias.")
+        "feed it bars, judge it with the promotion gates and move the champion alias.",
+        epilog=SHADOW_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     shadow.add_argument("targets", nargs="+", metavar="RUN_DIR|VERSION",
                         help="a finished `evolve run` directory (its promoted strategies) or registered versions")
     shadow.add_argument("--all", action="store_true", help="with RUN_DIR: the whole hall of fame, not only the promoted")
@@ -63,18 +83,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(shadow)
     shadow.set_defaults(func=shadow_command)
 
-    promote = subparsers.add_parser("promote", help="make a registered version the champion (live)")
+    promote = subparsers.add_parser("promote", help="make a registered version the champion (live)",
+                                    epilog=PROMOTE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     promote.add_argument("version")
     promote.add_argument("--reason", default="manual: evolve promote")
     _common(promote)
     promote.set_defaults(func=promote_command)
 
-    rollback = subparsers.add_parser("rollback", help="put the previous champion back live")
+    rollback = subparsers.add_parser("rollback", help="put the previous champion back live",
+                                     epilog=ROLLBACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     rollback.add_argument("--reason", default="manual: evolve rollback")
     _common(rollback)
     rollback.set_defaults(func=rollback_command)
 
-    status = subparsers.add_parser("status", help="strategies by stage with their latest shadow or live metrics")
+    status = subparsers.add_parser("status", help="strategies by stage with their latest shadow or live metrics",
+                                   epilog=STATUS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _common(status)
     status.set_defaults(func=status_command)

@@ -20,6 +20,12 @@ EXIT_USER_ERROR = 2
 APP_NAME = "evolve"
 
 
+EXAMPLES = """examples:
+  evolve serve                                 # the champion of sqlite:///mlflow.db on 127.0.0.1:8000
+  evolve serve --port 8080 --tracking-uri http://127.0.0.1:5000
+  evolve serve --address 127.0.0.1:6380        # on a running `ray start --head --port 6380` cluster
+"""
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve",
@@ -27,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Start the Ray Serve app of serving/app.py: the registry's champion answers POST /v1/predict, "
         "any version can be asked by model_version; GET /v1/strategies, GET /healthz, OpenAPI at /docs. "
         "Stage changes over HTTP need EVOLVE_SERVE_TOKEN in the environment.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")

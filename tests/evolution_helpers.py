@@ -5,6 +5,11 @@ from evolution.config import EvolutionConfig, parse_config
 
 
 def small_config(**overrides) -> EvolutionConfig:
+    return parse_config(small_config_data(**overrides))
+
+
+def small_config_data(**overrides) -> dict:
+    """The small config as plain data (dotted keys override), e.g. to write a YAML file for `evolve run`."""
     data = {
         "seed": 3,
         "market": {"synthetic": {"n_bars": 8000, "seed": 11, "regimes": False,
@@ -24,4 +29,4 @@ def small_config(**overrides) -> EvolutionConfig:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
-    return parse_config(data)
+    return data

@@ -8,11 +8,14 @@ Two implementations behind one interface (:class:`CandleCache`):
 - :class:`InProcessCandleCache`: the in-process twin with the same behaviour, for when
   ``REDIS_URL`` is unset; expiry follows an injectable monotonic clock.
 
-:func:`make_cache` picks one: Redis when a URL is given or ``REDIS_URL`` is set.
+:func:`make_cache` picks one: Redis when a URL is given or ``REDIS_URL`` is set and that Redis
+answers; when it does not, the in-process cache with a warning on the ``backtest.data.cache``
+logger (``fallback=False``: :class:`CacheUnavailableError` instead).
 :class:`RecentCandles` puts a :class:`~backtest.data.fetch.Fetcher` behind a cache.
 """
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
@@ -26,7 +29,10 @@ import numpy as np
 from backtest.data.frame import COLUMNS, OHLCV
 from backtest.telemetry.market_data import record_cache_lookup
 
+log = logging.getLogger(__name__)
+
 REDIS_URL_ENV = "REDIS_URL"
+PING_TIMEOUT_SECONDS = 2.0
 DEFAULT_TTL_SECONDS = 60.0
 DEFAULT_PREFIX = "evolve:candles"
 _MAGIC = b"OHLCV1"
@@ -237,17 +243,53 @@ class RedisCandleCache(_Base):
             self.client.delete(*keys)
 
 
+class CacheUnavailableError(ConnectionError):
+    """The Redis of the candle cache does not answer (``make_cache(..., fallback=False)``)."""
+
+
+def _unreachable(url: str) -> str | None:
+    """Why the Redis at ``url`` does not answer a PING within a couple of seconds, or None."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=PING_TIMEOUT_SECONDS,
+                                      socket_timeout=PING_TIMEOUT_SECONDS)
+    except ValueError as error:  # not a redis:// URL
+        return str(error)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        return f"{type(error).__name__}: {error}"
+    finally:
+        client.close()
+    return None
+
+
 def make_cache(
     redis_url: str | None = None,
     *,
     ttl_seconds: float = DEFAULT_TTL_SECONDS,
     prefix: str = DEFAULT_PREFIX,
     env: dict[str, str] | None = None,
+    fallback: bool = True,
 ) -> CandleCache:
-    """Redis if ``redis_url`` is given or ``REDIS_URL`` is set, else the in-process cache."""
+    """Redis if ``redis_url`` is given or ``REDIS_URL`` is set, else the in-process cache.
+
+    A Redis that does not answer gives the in-process cache and a warning (the cache is then
+    not shared between processes), or with ``fallback=False`` a :class:`CacheUnavailableError`."""
     url = redis_url or (os.environ if env is None else env).get(REDIS_URL_ENV)
-    if url:
+    if not url:
+        return InProcessCandleCache(ttl_seconds)
+    problem = _unreachable(url)
+    if problem is None:
         return RedisCandleCache(url, ttl_seconds, prefix=prefix)
+    if not fallback:
+        raise CacheUnavailableError(
+            f"candle cache: Redis at {url} does not answer ({problem}); start it, fix {REDIS_URL_ENV}, "
+            "or unset it for the in-process cache"
+        )
+    log.warning("candle cache: Redis at %s does not answer (%s); using an in-process cache instead "
+                "(not shared between processes)", url, problem)
     return InProcessCandleCache(ttl_seconds)
 
 

@@ -92,14 +92,31 @@ class RetriesExhaustedError(DataFetchError):
 
 
 class CircuitOpenError(DataFetchError):
-    def __init__(self, exchange_id: str, retry_in: float) -> None:
+    def __init__(self, exchange_id: str, retry_in: float, last_failure: str | None = None) -> None:
         self.exchange_id = exchange_id
         self.retry_in = retry_in
+        self.last_failure = last_failure
+        cause = f", the last: {last_failure}" if last_failure else ""
         super().__init__(
-            f"{exchange_id}: circuit breaker is open after repeated failures; "
-            f"the next probe is allowed in {retry_in:.1f} s. Try again later "
-            "(whatever was already fetched is kept)."
+            f"{exchange_id}: circuit breaker is open after repeated failures{cause}; "
+            f"the next probe is allowed in {retry_in:.1f} s. Check that the exchange (or --base-url) "
+            "is reachable and try again later (whatever was already fetched is kept)."
         )
+
+
+def describe_failure(error: BaseException) -> str:
+    """``Type: message``, plus the operating system's reason when one is further down the chain
+    (ccxt's NetworkError names the URL, the refused or timed-out connection is its cause)."""
+    text = f"{type(error).__name__}: {error}"
+    reason, seen, link = None, set(), error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, OSError):
+            reason = link.strerror or str(link) or type(link).__name__
+        link = link.__cause__ or link.__context__
+    if reason and reason not in text:
+        text += f" ({reason})"
+    return text
 
 
 # --------------------------------------------------------------------------- configs
@@ -169,6 +186,7 @@ class CircuitBreaker:
         self._state = self.CLOSED
         self._failures = 0
         self._opened_at = 0.0
+        self.last_failure: str | None = None  # what the latest failure was, for the open breaker's message
         self._lock = threading.Lock()
         self.transitions: list[str] = []
         record_circuit(name, self.CLOSED)
@@ -199,7 +217,7 @@ class CircuitBreaker:
             if self._state == self.OPEN:
                 if not self._cooled_down():
                     remaining = self.config.cooldown_seconds - (self._clock() - self._opened_at)
-                    raise CircuitOpenError(self.name, max(0.0, remaining))
+                    raise CircuitOpenError(self.name, max(0.0, remaining), self.last_failure)
                 self._move(self.HALF_OPEN)
 
     def record_success(self) -> None:
@@ -207,8 +225,10 @@ class CircuitBreaker:
             self._failures = 0
             self._move(self.CLOSED)
 
-    def record_failure(self) -> None:
+    def record_failure(self, error: BaseException | None = None) -> None:
         with self._lock:
+            if error is not None:
+                self.last_failure = describe_failure(error)
             self._failures += 1
             if self._state == self.HALF_OPEN or self._failures >= self.config.failure_threshold:
                 self._opened_at = self._clock()
@@ -410,12 +430,12 @@ class Fetcher:
                 ) from error
             except RETRYABLE_ERRORS as error:
                 record_request(exchange.id, "retryable_error")
-                handle.breaker.record_failure()
+                handle.breaker.record_failure(error)
                 attempt += 1
                 if attempt >= policy.max_attempts:
                     raise RetriesExhaustedError(
                         f"{exchange.id}: {what} failed {attempt} times, last with "
-                        f"{type(error).__name__}: {error}. The exchange may be down or rate-limiting; "
+                        f"{describe_failure(error)}. The exchange may be down or rate-limiting; "
                         "try again later (data fetched so far is kept)."
                     ) from error
                 wait = self._wait(exchange, attempt, error)

@@ -252,6 +252,12 @@ def load_csv(
             "the file has no data", remedy="Write at least one candle", source=source
         ) from None
     line_offset = 1 if headerless else 2  # line = row + offset
+    if df.empty:
+        raise DataValidationError(
+            "the file has a header line but no candles",
+            remedy="Write at least one candle below the header",
+            source=source,
+        )
 
     # Blank lines read as all-missing rows: trailing ones are dropped, others named.
     blank = df.isna().all(axis=1).to_numpy()
@@ -309,6 +315,10 @@ def load_parquet(
             remedy="Check that it is a Parquet file",
             source=source,
         ) from None
+    if df.empty:
+        raise DataValidationError(
+            "the file has no rows", remedy="Write at least one candle", source=source
+        )
     names = [str(c).strip() for c in df.columns]
     if names and all(n.lstrip("-").isdigit() for n in names):
         if len(names) != len(COLUMNS):
