@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 EXIT_USER_ERROR = 2
@@ -35,9 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--local", action="store_true", help="run islands in-process, without Ray")
     run.add_argument("--address", help="Ray address to join (default: $RAY_ADDRESS, else a local Ray)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the config's "
+                     "tracking.uri, else sqlite:///mlflow.db in the project folder)")
     run.add_argument("--no-tracking", action="store_true",
-                     help="do not log lineage to MLflow (also: EVOLVE_TRACKING=off)")
+                     help="do not log lineage to MLflow (also: tracking.enabled: false in the config)")
     run.set_defaults(func=run_command)
 
     demo = subparsers.add_parser(
@@ -69,17 +69,9 @@ def demo_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from backtest.data import DataValidationError
     from evolution.config import ConfigError, load_config
+    from evolution.lineage.tracking import TrackingError, resolve_tracking
     from evolution.runner import plan, plan_resume
 
-    tracking = None
-    if not args.no_tracking and os.environ.get("EVOLVE_TRACKING", "").lower() not in ("off", "0", "false", "no"):
-        tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-        from evolution.lineage_rest import use_rest_client
-
-        try:
-            use_rest_client(tracking)  # a bad EVOLVE_MLFLOW_CLIENT is an error before anything runs
-        except ValueError as error:
-            return _fail(str(error))
     overrides = {}
     if args.local:
         overrides["backend"] = "local"
@@ -90,6 +82,7 @@ def run_command(args: argparse.Namespace) -> int:
             if args.config or args.data or args.seed is not None or args.out:
                 return _fail("--resume takes the run's own config and data; drop --config/--data/--seed/--out")
             run = plan_resume(args.resume, **overrides)
+            tracking = resolve_tracking(run.config.tracking, uri=args.tracking_uri, disabled=args.no_tracking)
         else:
             config = load_config(args.config)
             top = {}
@@ -100,66 +93,21 @@ def run_command(args: argparse.Namespace) -> int:
             top.update({f"runtime.{k}": v for k, v in overrides.items()})
             if top:
                 config = config.with_overrides(**top)
+            tracking = resolve_tracking(config.tracking, uri=args.tracking_uri, disabled=args.no_tracking)
             run = plan(config, data_path=args.data, out_dir=args.out)
-    except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError) as error:
+    except (ConfigError, DataValidationError, TrackingError, FileNotFoundError, IsADirectoryError) as error:
         return _fail(str(error))
     return _execute(run, args.address, tracking)
 
 
-class _Lineage:
-    """Driver-side MLflow lineage of one run (evolution.lineage.LineageLogger): per-generation
-    island statistics while the search runs (queued, sent in batches by a background thread;
-    spooled to the run directory when the server is unreachable), the rest at the end."""
-
-    def __init__(self, run, uri: str | None):
-        self.logger = None
-        self._run = run
-        if uri is None:
-            return
-        from evolution.lineage import LineageLogger
-
-        config = run.config
-        self.logger = LineageLogger(uri)
-        self.logger.start(run.run_dir, config.search_dict(), run_id=run.run_id, seed=config.seed,
-                          config_id=config.config_id)
-        self._last = time.perf_counter()
-
-    def on_generation(self, generation: int, _pool) -> None:
-        if self.logger is None:
-            return
-        from evolution.lineage_data import island_stats_from_rows
-
-        now = time.perf_counter()
-        self.logger.log_generation(generation, island_stats_from_rows(self._run.last_rows, now - self._last))
-        self._last = now
-
-    def on_hall_of_fame(self, members: list[dict]) -> None:
-        """The hall of fame's nested runs and models go out while the driver judges it."""
-        if self.logger is not None:
-            self.logger.stage_hall_of_fame(members)
-
-    def finish(self, run) -> None:
-        if self.logger is not None:
-            report = self.logger.finish(run.run_dir, market=run.spec.market)
-            if report.spooled:
-                print(f"lineage: tracking server unreachable; {report.pending_ops} operations spooled to "
-                      f"{run.run_dir / 'mlflow_spool'}; send them later with: evolve sync {run.run_dir}")
-            else:
-                print(f"lineage: MLflow run {report.mlflow_run_id}, {len(report.nested_runs)} strategy runs, "
-                      f"{len(report.model_versions)} model versions, lineage complete: {report.lineage_complete}")
-
-    @property
-    def run_dir(self):
-        return self.logger.run_dir
-
-
-def _execute(run, address: str | None, tracking: str | None = None) -> int:
+def _execute(run, address: str | None, tracking=None) -> int:
+    from evolution.lineage.run import RunLineage
     from evolution.pools import LocalPool, RayPool
     from evolution.report import summary_table
     from evolution.runner import execute
 
     config = run.config
-    lineage = _Lineage(run, tracking)
+    lineage = RunLineage(run, tracking)  # tracking: evolution.lineage.tracking.TrackingSettings, None: off
     if config.runtime.backend == "local":
         pool = LocalPool(config, run.spec.market, run.spec.split.test_ranges())
         try:
