@@ -84,10 +84,10 @@ def store_shape(tracking_uri: str, experiment: str = "strategy-evolution", model
     return {
         "run": run_shape(parent),
         "nested_runs": len(nested),
-        "nested_run_shapes": sorted(json.loads(s) for s in distinct),
+        "nested_run_shapes": [json.loads(s) for s in sorted(distinct)],
         "nested_run_tags_promoted": sorted({r.data.tags.get("promoted") for r in nested}),
         "logged_models": len(models),
-        "logged_model_shapes": sorted(json.loads(s) for s in model_shapes),
+        "logged_model_shapes": [json.loads(s) for s in sorted(model_shapes)],
         "registered_model_tags": sorted({_pattern(k) for k in registered.tags}),
         "registered_model_aliases": sorted(getattr(registered, "aliases", None) or []),
         "versions": len(versions),
@@ -96,6 +96,61 @@ def store_shape(tracking_uri: str, experiment: str = "strategy-evolution", model
         "version_sources_are_logged_models": all((v.source or "").startswith("models:/m-") for v in versions),
         "version_numbers": sorted(int(v.version) for v in versions),
     }
+
+
+# tags whose values differ between two runs of the same search (who, where, when, which commit)
+VOLATILE_TAGS = {"mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.log-model.history",
+                 "mlflow.parentRunId", "git_commit", "mlflow.source.git.commit"}
+# metrics that measure wall time
+TIMING_METRICS = re.compile(r"(^|/)evaluations_per_second$")
+
+
+def _without_times(text: str) -> object:
+    """A stage event or history (JSON) without its timestamps."""
+    data = json.loads(text)
+    if isinstance(data, list):
+        return [{k: v for k, v in item.items() if k != "at"} for item in data]
+    return {k: v for k, v in data.items() if k != "at"}
+
+
+def store_content(tracking_uri: str, experiment: str = "strategy-evolution", model: str = "strategy-evolution") -> dict:
+    """What a run left in a store, as values that two runs of the same seeded search share:
+    runs keyed by their ``lineage.key``, with params, tags (no user, source, commit), metric
+    values per step (not wall-time ones, not timestamps), artifacts and status; versions by
+    number with their run's key and tags (stage histories without times); the registered
+    model's stage events (without times) and aliases."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    key_of = {run.info.run_id: run.data.tags.get("lineage.key") for run in runs}
+    out_runs = {}
+    for run in runs:
+        metrics = {}
+        for name in run.data.metrics:
+            if TIMING_METRICS.search(name):
+                continue
+            history = client.get_metric_history(run.info.run_id, name)
+            metrics[name] = sorted({(m.step, m.value) for m in history})
+        out_runs[key_of[run.info.run_id]] = {
+            "name": run.info.run_name, "status": run.info.status,
+            "parent": key_of.get(run.data.tags.get("mlflow.parentRunId")),
+            "params": dict(run.data.params),
+            "tags": {k: v for k, v in run.data.tags.items() if k not in VOLATILE_TAGS},
+            "metrics": metrics, "artifacts": sorted(_artifacts(client, run.info.run_id)),
+        }
+    versions = {}
+    for mv in client.search_model_versions(f"name = '{model}'"):
+        tags = dict(mv.tags)
+        tags["stage_history"] = _without_times(tags.get("stage_history", "[]"))
+        versions[str(mv.version)] = {"run": key_of.get(mv.run_id), "tags": tags, "status": mv.status,
+                                     "aliases": sorted(mv.aliases or [])}
+    registered = client.get_registered_model(model)
+    events = sorted((json.dumps(_without_times(v), sort_keys=True) for k, v in registered.tags.items()
+                     if k.startswith("stage_event.")))
+    return {"runs": out_runs, "versions": versions, "stage_events": events,
+            "aliases": dict(registered.aliases or {})}
 
 
 def main() -> int:
