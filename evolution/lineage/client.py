@@ -196,16 +196,19 @@ class OpApplier:
         run_id = self.run_id(op["run"])
         experiment_id = self.experiment_id()
         name = op.get("name", MODEL_ARTIFACT)
+        logged = None
         if run_id not in self._created_runs:  # a replay: the model may have gone through before
             found = self.client.search_logged_models(
                 [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{name}'", max_results=5)
-            ready = [m for m in found if str(getattr(m.status, "value", m.status)) == "READY"]
-            if ready:
-                self.state.models[model_key] = ready[0].model_id
+            by_status = {str(getattr(m.status, "value", m.status)): m for m in found}
+            if "READY" in by_status:
+                self.state.models[model_key] = by_status["READY"].model_id
                 return
+            logged = by_status.get("PENDING")  # cut short while uploading: finish that one
         self.template.path()  # built (or found) before the logged model exists
-        logged = self.client.create_logged_model(experiment_id, name=name, source_run_id=run_id,
-                                                 tags={STRATEGY_ID_TAG: op["strategy_id"]}, model_type="strategy")
+        if logged is None:
+            logged = self.client.create_logged_model(experiment_id, name=name, source_run_id=run_id,
+                                                     tags={STRATEGY_ID_TAG: op["strategy_id"]}, model_type="strategy")
         with tempfile.TemporaryDirectory(prefix="strategy-model-") as tmp:
             model_dir = Path(tmp) / "model"
             self.template.write(model_dir, op["genome"], logged.model_id)

@@ -6,13 +6,14 @@
 
 Per generation the island statistics of the rows the runner holds (no file read); the hall
 of fame's nested runs and models once it is known, while the driver judges it; the rest
-after ``result.json`` is written.
+after ``result.json`` is written. A resumed run (``evolve run --resume``) continues the same
+MLflow run and first sends the statistics of the generations it does not run again.
 """
 from __future__ import annotations
 
 import time
 
-from evolution.lineage.data import island_stats_from_rows
+from evolution.lineage.data import island_stats, island_stats_from_rows
 from evolution.lineage.ops import SPOOL_DIR
 from evolution.lineage.tracking import TrackingSettings
 
@@ -31,6 +32,10 @@ class RunLineage:
         self.logger = LineageLogger(settings)
         self.logger.start(run.run_dir, config.search_dict(), run_id=run.run_id, seed=config.seed,
                           config_id=config.config_id)
+        # a resumed run: the statistics of the generations before its checkpoint, from the trial
+        # log (a killed driver may not have sent them; sending them twice changes nothing)
+        for generation in range(run.start_generation):
+            self.logger.log_generation(generation, island_stats(run.run_dir, generation))
         self._last = time.perf_counter()
 
     def on_generation(self, generation: int, _pool) -> None:
