@@ -19,12 +19,13 @@ from evolution.trials import part_path
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
-GENERATIONS = 10  # long enough that a fault after generation 1 lands while the search runs
 
 
 @pytest.fixture(scope="module")
 def fault_config(tmp_path_factory) -> Path:
-    return lineage_config(tmp_path_factory.mktemp("faults") / "faults.yaml", generations=GENERATIONS)
+    """A smaller search, long enough that a fault after generation 1 lands while it runs."""
+    return lineage_config(tmp_path_factory.mktemp("faults") / "faults.yaml", generations=8, population=24,
+                          hall_of_fame=4, **{"market.synthetic.n_bars": 20_000})
 
 
 @pytest.fixture(scope="module")
@@ -38,25 +39,26 @@ def reference(fault_config, tmp_path_factory) -> dict:
         return store_content(server.url, EXPERIMENT, MODEL)
 
 
-def _sync_until_complete(run_dir: Path, server: MlflowServer) -> None:
-    """While the server is down `evolve sync` fails in one line and keeps the spool; once it is
-    up, it sends everything; again, it has nothing left to send."""
+def _sync_until_complete(run_dir: Path, server: MlflowServer, *, while_down: bool = False) -> None:
+    """``while_down``: `evolve sync` fails in one line and keeps the spool while the server is down.
+    Once it is up, it sends everything; again, it has nothing left to send."""
     pending = Spool(run_dir).pending()
     assert pending > 0
-    if server.running:
-        server.stop()
-    down = evolve("sync", str(run_dir), cwd=run_dir.parent)
-    assert down.returncode == 1 and "still pending" in down.stderr
-    assert len(down.stderr.strip().splitlines()) == 1 and "Traceback" not in down.stderr
-    assert Spool(run_dir).pending() == pending
+    if while_down:
+        assert not server.running
+        down = evolve("sync", str(run_dir), cwd=run_dir.parent)
+        assert down.returncode == 1 and "still pending" in down.stderr
+        assert len(down.stderr.strip().splitlines()) == 1 and "Traceback" not in down.stderr
+        assert Spool(run_dir).pending() == pending
     server.start()
     up = evolve("sync", str(run_dir), cwd=run_dir.parent)
     assert up.returncode == 0, up.stderr
     assert f"sent {pending} operation(s)" in up.stdout
     assert Spool(run_dir).pending() == 0
     assert json.loads((run_dir / RUN_RECORD_FILE).read_text())["tracking_uri"] == server.url
-    again = evolve("sync", str(run_dir), cwd=run_dir.parent)
-    assert again.returncode == 0 and "nothing to sync" in again.stdout
+    if while_down:
+        again = evolve("sync", str(run_dir), cwd=run_dir.parent)
+        assert again.returncode == 0 and "nothing to sync" in again.stdout
 
 
 def _assert_same_store(server: MlflowServer, reference: dict) -> None:
@@ -93,7 +95,7 @@ def test_outage_then_sync_leaves_the_store_as_without_outage(fault_config, refer
         assert code == 0, stderr[-3000:]
         _spooled_run(stdout, run_dir)
         assert "Traceback" not in stderr
-        _sync_until_complete(run_dir, server)
+        _sync_until_complete(run_dir, server, while_down=when == "from-the-start")
         _assert_same_store(server, reference)
     finally:
         server.close()
