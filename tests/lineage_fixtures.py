@@ -96,15 +96,8 @@ def before_shape(name: str = "mixed") -> dict:
     return json.loads(BEFORE.read_text())[name]["shape"]
 
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=[pytest.mark.slow, pytest.mark.skipif(
-    not postgres_available(), reason="PostgreSQL is not running on 127.0.0.1:5432 (trust auth, database test)")])]
-
-
-@pytest.fixture(scope="session", params=BACKENDS)
-def logged_run(request, tmp_path_factory) -> LoggedRun:
-    """One seeded `evolve run` logged to a fresh `mlflow server` on this backend."""
-    base = tmp_path_factory.mktemp(f"lineage-{request.param}")
-    server = (MlflowServer.sqlite if request.param == "sqlite" else MlflowServer.postgres)(base / "store")
+def _logged_run(backend: str, base: Path):
+    server = (MlflowServer.sqlite if backend == "sqlite" else MlflowServer.postgres)(base / "store")
     with server:
         config = lineage_config(base / "lineage.yaml")
         done = evolve("run", "--config", str(config), "--out", str(base / "run"), "--tracking-uri", server.url,
@@ -112,3 +105,25 @@ def logged_run(request, tmp_path_factory) -> LoggedRun:
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads((base / "run" / "result.json").read_text())
         yield LoggedRun(server, base / "run", result, done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="session")
+def sqlite_logged_run(tmp_path_factory) -> LoggedRun:
+    """One seeded `evolve run` logged to a fresh `mlflow server` on SQLite."""
+    yield from _logged_run("sqlite", tmp_path_factory.mktemp("lineage-sqlite"))
+
+
+@pytest.fixture(scope="session")
+def postgres_logged_run(tmp_path_factory) -> LoggedRun:
+    """The same run logged to a fresh `mlflow server` on a PostgreSQL database of its own."""
+    yield from _logged_run("postgres", tmp_path_factory.mktemp("lineage-postgres"))
+
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=[pytest.mark.slow, pytest.mark.skipif(
+    not postgres_available(), reason="PostgreSQL is not running on 127.0.0.1:5432 (trust auth, database test)")])]
+
+
+@pytest.fixture(params=BACKENDS)
+def logged_run(request) -> LoggedRun:
+    """The shared run on each backend: SQLite, and PostgreSQL (slow) where it runs."""
+    return request.getfixturevalue(f"{request.param}_logged_run")
