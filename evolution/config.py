@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from backtest.data.sources import ExchangeMarket
 from backtest.metrics import METRIC_NAMES
@@ -230,11 +230,10 @@ class TrackingConfig(_Model):
         True, description="when MLflow cannot be reached, keep the lineage in RUN_DIR/mlflow_spool for "
                           "`evolve sync` (false: drop it, with a message)")
 
-    @model_validator(mode="after")
-    def _uri(self) -> TrackingConfig:
-        if self.uri is not None:
-            check_scheme(self.uri)
-        return self
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str | None) -> str | None:
+        return check_scheme(uri) if uri is not None else None
 
 
 class EvolutionConfig(_Model):
