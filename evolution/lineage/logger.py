@@ -103,10 +103,6 @@ class LineageReport:
     nested_runs: dict[str, str] = field(default_factory=dict)
     send_seconds: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def sent(self) -> bool:
-        return self.error is None
-
 
 class LineageLogger:
     """Queues a run's lineage for the sender process; see the module docstring."""

@@ -53,7 +53,8 @@ class Sender:
         self.keep = keep  # spool what fails (True) or drop it
         self.failed = spool.exists() and spool.pending() > 0  # an older outage: keep the order, spool on
         self.dropped = 0
-        self.error: str | None = None
+        self.error: str | None = (f"operations of an earlier attempt wait in {spool.dir} (evolve sync)"
+                                  if self.failed else None)
         self.seconds: dict[str, float] = {}  # time spent sending, per operation kind (summed over threads)
         self.workers = max(1, int(workers))
         self._lock = threading.Lock()
