@@ -33,7 +33,7 @@ PROJECT_MARKER = "pyproject.toml"
 SQLITE_PREFIX = "sqlite:///"
 # URI schemes MLflow 3 tracks to (MLflow 3 refuses a plain ./mlruns file store)
 SCHEMES = ("http://", "https://", "sqlite://", "postgresql://", "postgresql+", "mysql://", "mysql+", "mssql://",
-           "mssql+", "databricks", "file:")
+           "mssql+", "databricks")
 
 
 class TrackingError(ValueError):
