@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def fault_config(tmp_path_factory) -> Path:
     """A smaller search, long enough that a fault after generation 1 lands while it runs."""
     return lineage_config(tmp_path_factory.mktemp("faults") / "faults.yaml", generations=8, population=24,
-                          hall_of_fame=4, **{"market.synthetic.n_bars": 20_000})
+                          hall_of_fame=4, **{"market.synthetic.n_bars": 20_000, "gates.max_drawdown": 0.3})
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,9 @@ def reference(fault_config, tmp_path_factory) -> dict:
         done = evolve("run", "--config", str(fault_config), "--out", str(base / "run"), "--tracking-uri", server.url,
                       cwd=base)
         assert done.returncode == 0, done.stderr[-3000:]
-        return store_content(server.url, EXPERIMENT, MODEL)
+        content = store_content(server.url, EXPERIMENT, MODEL)
+        assert content["versions"], "the reference run promoted nothing: the faults would not reach registration"
+        return content
 
 
 def _sync_until_complete(run_dir: Path, server: MlflowServer, *, while_down: bool = False) -> None:

@@ -101,8 +101,8 @@ def resolve_uri(uri: str, base: str | Path | None = None, environ: dict | None =
     job = ray_job_id(environ)
     if job is not None:
         raise TrackingError(
-            f"tracking URI {uri!r} is relative, and this `ray job submit` job ({job}) runs in Ray's temporary copy "
-            f"of the working directory, where its lineage would be lost; pass an absolute one, e.g. "
+            f"tracking URI {uri!r} is relative, and this Ray job ({job}) runs where its lineage would be lost (Ray's "
+            f"temporary copy of the working directory, or a container's); pass an absolute one, e.g. "
             f"ray job submit --runtime-env-json '{{\"env_vars\": {{\"{TRACKING_URI_ENV}\": "
             f"\"sqlite:////ABSOLUTE/PATH/mlflow.db\"}}}}' ... (or an http:// server; or --no-tracking)")
     folder = Path(base) if base is not None else project_folder()
