@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def fault_config(tmp_path_factory) -> Path:
     """A smaller search, long enough that a fault after generation 1 lands while it runs."""
     return lineage_config(tmp_path_factory.mktemp("faults") / "faults.yaml", generations=8, population=24,
-                          hall_of_fame=4, **{"market.synthetic.n_bars": 20_000, "gates.max_drawdown": 0.3})
+                          hall_of_fame=4, **{"gates.max_drawdown": 0.3})
 
 
 @pytest.fixture(scope="module")
