@@ -7,7 +7,7 @@ that say "did you mean ...?", and every error names the field's full path::
     config = load_config("configs/demo.yaml")        # raises ConfigError
 
 ``config_id`` is a content hash of the search-defining part of the config (everything
-except ``runtime``), so the same search has the same id wherever it runs.
+except ``runtime`` and ``tracking``), so the same search has the same id wherever it runs.
 """
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from backtest.data.sources import ExchangeMarket
 from backtest.metrics import METRIC_NAMES
+from backtest.tracking_names import DEFAULT_EXPERIMENT, DEFAULT_REGISTERED_MODEL
+from evolution.lineage.tracking import check_scheme
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
@@ -214,6 +216,30 @@ class RuntimeConfig(_Model):
     ray: RayConfig = Field(default_factory=RayConfig)
 
 
+class TrackingConfig(_Model):
+    """MLflow lineage of the run (evolution/lineage/tracking.py resolves it); not part of config_id.
+
+    Overrides, first found: ``--tracking-uri`` / ``--no-tracking``, then MLflow's own
+    ``$MLFLOW_TRACKING_URI`` and ``$MLFLOW_EXPERIMENT_NAME``, then these fields.
+    """
+
+    enabled: bool = Field(True, description="log the run's lineage to MLflow")
+    uri: str | None = Field(
+        None, description="MLflow tracking URI; None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+                          "(a relative SQLite path is relative to the project folder)")
+    experiment: str = Field(DEFAULT_EXPERIMENT, min_length=1, max_length=500)
+    registered_model: str = Field(DEFAULT_REGISTERED_MODEL, min_length=1, max_length=500,
+                                  description="registered model of the promoted strategies")
+    spool: bool = Field(
+        True, description="when MLflow cannot be reached, keep the lineage in RUN_DIR/mlflow_spool for "
+                          "`evolve sync` (false: drop it, with a message)")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str | None) -> str | None:
+        return check_scheme(uri) if uri is not None else None
+
+
 class EvolutionConfig(_Model):
     seed: int = Field(0, ge=0)
     market: MarketConfig = Field(default_factory=lambda: MarketConfig(synthetic=SyntheticMarketConfig()))
@@ -229,6 +255,7 @@ class EvolutionConfig(_Model):
     hall_of_fame: int = Field(10, ge=1, le=1000, description="best distinct trials kept and judged by the gates")
     evaluator_memory_mb: int = Field(256, ge=1)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _cross(self) -> EvolutionConfig:
@@ -241,8 +268,8 @@ class EvolutionConfig(_Model):
     # ------------------------------------------------------------------ identity
 
     def search_dict(self) -> dict:
-        """The part of the config that determines the result (everything but runtime)."""
-        return self.model_dump(mode="json", exclude={"runtime"})
+        """The part of the config that determines the result (everything but runtime and tracking)."""
+        return self.model_dump(mode="json", exclude={"runtime", "tracking"})
 
     @property
     def config_id(self) -> str:

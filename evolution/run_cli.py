@@ -20,7 +20,6 @@ import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 EXIT_FAILED = 1
@@ -59,9 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--metrics-port", type=int, metavar="PORT",
                      help="serve Prometheus metrics on 127.0.0.1:PORT/metrics while the run lasts "
                      "(0: a free port; default: runtime.metrics_port, else none)")
-    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else the config's "
+                     "tracking.uri, else sqlite:///mlflow.db in the project folder)")
     run.add_argument("--no-tracking", action="store_true",
-                     help="do not log lineage to MLflow (also: EVOLVE_TRACKING=off)")
+                     help="do not log lineage to MLflow (also: tracking.enabled: false in the config)")
     run.set_defaults(func=run_command)
 
     demo = subparsers.add_parser(
@@ -94,22 +94,13 @@ def demo_command(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     from backtest.data import DataValidationError
     from evolution.config import ConfigError, load_config
-    from evolution.runner import RunDirectoryError, plan, plan_resume
+    from evolution.lineage.tracking import TrackingError, resolve_tracking
+    from evolution.runner import COMPILE_NOTICE, RunDirectoryError, needs_compilation, plan, plan_resume
 
-    tracking = None
-    if not args.no_tracking and os.environ.get("EVOLVE_TRACKING", "").lower() not in ("off", "0", "false", "no"):
-        tracking = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-        # the terminal is for the run: MLflow's INFO lines (database set-up, input example checks)
-        # and artifact progress bars stay off it, in the lineage sender too (it inherits these)
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        from evolution.lineage_rest import use_rest_client
-
-        try:
-            use_rest_client(tracking)  # a bad EVOLVE_MLFLOW_CLIENT is an error before anything runs
-        except ValueError as error:
-            return _fail(str(error))
-    from evolution.runner import COMPILE_NOTICE, needs_compilation
+    # the terminal is for the run: MLflow's INFO lines (database set-up, input example checks)
+    # and artifact progress bars stay off it, in the lineage sender too (it inherits these)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     compiling = needs_compilation()
     overrides = {}
@@ -124,6 +115,7 @@ def run_command(args: argparse.Namespace) -> int:
             if args.config or args.data or args.seed is not None or args.out:
                 return _fail("--resume takes the run's own config and data; drop --config/--data/--seed/--out")
             run = plan_resume(args.resume, **overrides)
+            tracking = resolve_tracking(run.config.tracking, uri=args.tracking_uri, disabled=args.no_tracking)
             if problem := _start_metrics(run.config):
                 return _fail(problem)
         else:
@@ -136,10 +128,12 @@ def run_command(args: argparse.Namespace) -> int:
             top.update({f"runtime.{k}": v for k, v in overrides.items()})
             if top:
                 config = config.with_overrides(**top)
+            tracking = resolve_tracking(config.tracking, uri=args.tracking_uri, disabled=args.no_tracking)
             if problem := _start_metrics(config):  # before the market is loaded: exchange requests count
                 return _fail(problem)
             run = plan(config, data_path=args.data, out_dir=args.out)
-    except (ConfigError, DataValidationError, FileNotFoundError, IsADirectoryError, RunDirectoryError) as error:
+    except (ConfigError, DataValidationError, TrackingError, FileNotFoundError, IsADirectoryError,
+            RunDirectoryError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
         return _fail("interrupted before the run started", 128 + signal.SIGINT)
@@ -160,53 +154,6 @@ def run_command(args: argparse.Namespace) -> int:
                      f"`evolve run --resume {run.run_dir}`", 128 + signal.Signals[name].value)
 
 
-class _Lineage:
-    """Driver-side MLflow lineage of one run (evolution.lineage.LineageLogger): per-generation
-    island statistics while the search runs (queued, sent in batches by a background thread;
-    spooled to the run directory when the server is unreachable), the rest at the end."""
-
-    def __init__(self, run, uri: str | None):
-        self.logger = None
-        self._run = run
-        if uri is None:
-            return
-        from evolution.lineage import LineageLogger
-
-        config = run.config
-        self.logger = LineageLogger(uri)
-        self.logger.start(run.run_dir, config.search_dict(), run_id=run.run_id, seed=config.seed,
-                          config_id=config.config_id)
-        self._last = time.perf_counter()
-
-    def on_generation(self, generation: int, _pool) -> None:
-        if self.logger is None:
-            return
-        from evolution.lineage_data import island_stats_from_rows
-
-        now = time.perf_counter()
-        self.logger.log_generation(generation, island_stats_from_rows(self._run.last_rows, now - self._last))
-        self._last = now
-
-    def on_hall_of_fame(self, members: list[dict]) -> None:
-        """The hall of fame's nested runs and models go out while the driver judges it."""
-        if self.logger is not None:
-            self.logger.stage_hall_of_fame(members)
-
-    def finish(self, run) -> None:
-        if self.logger is not None:
-            report = self.logger.finish(run.run_dir, market=run.spec.market)
-            if report.spooled:
-                print(f"lineage: tracking server unreachable; {report.pending_ops} operations spooled to "
-                      f"{run.run_dir / 'mlflow_spool'}; send them later with: evolve sync {run.run_dir}")
-            else:
-                print(f"lineage: MLflow run {report.mlflow_run_id}, {len(report.nested_runs)} strategy runs, "
-                      f"{len(report.model_versions)} model versions, lineage complete: {report.lineage_complete}")
-
-    @property
-    def run_dir(self):
-        return self.logger.run_dir
-
-
 def _start_metrics(config) -> str | None:
     """Serve the driver's /metrics when asked (evolution/telemetry.py); an error message if it cannot."""
     rc = config.runtime
@@ -223,7 +170,7 @@ def _start_metrics(config) -> str | None:
     return None
 
 
-def _finish(run, result: dict, lineage: _Lineage) -> None:
+def _finish(run, result: dict, lineage) -> None:
     """The result first, then the report page (logged with the lineage), then the lineage."""
     from evolution.report import summary_table
     from evolution.report_html import write_report
@@ -234,12 +181,13 @@ def _finish(run, result: dict, lineage: _Lineage) -> None:
     lineage.finish(run)
 
 
-def _execute(run, address: str | None, tracking: str | None = None, compiling: bool = False) -> int:
+def _execute(run, address: str | None, tracking=None, compiling: bool = False) -> int:
+    from evolution.lineage.run import RunLineage
     from evolution.pools import LocalPool, RayPool
     from evolution.runner import execute
 
     config = run.config
-    lineage = _Lineage(run, tracking)
+    lineage = RunLineage(run, tracking)  # tracking: evolution.lineage.tracking.TrackingSettings, None: off
     if config.runtime.backend == "local":
         pool = LocalPool(config, run.spec.market, run.spec.split.test_ranges())
         try:

@@ -15,13 +15,14 @@ through ``unwrap_python_model()``. The answer is an int64 array (T,) of target p
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 import mlflow
+from backtest.tracking_names import GENOME_ARTIFACT
 
-GENOME_ARTIFACT = "genome"
 CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 SIGNAL_COLUMN = "signal"
 
@@ -60,7 +61,9 @@ class StrategyModel(mlflow.pyfunc.PythonModel):
         with open(context.artifacts[GENOME_ARTIFACT], encoding="utf-8") as handle:
             self.genome = json.load(handle)
 
-    def predict(self, context, model_input, params=None):
+    # Type hints MLflow reads: a DataFrame input validates against the explicit signature (no
+    # schema is inferred from the hint), so loading and logging the model stay quiet.
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
         from backtest import positions
 
         if self.genome is None:

@@ -8,7 +8,8 @@ MLflow only):
 * alias ``champion``: the live version; alias ``previous-champion``: the one it replaced,
   kept for rollback;
 * every stage change is an append-only event: a registered-model tag
-  ``stage_event.<ms>.<suffix>`` holding ``{"version", "stage", "at", "reason", "strategy_id"}``,
+  ``stage_event.<ms>.<suffix>`` (format in ``backtest/tracking_names.py``, shared with the
+  run that registers the candidates) holding ``{"version", "stage", "at", "reason", "strategy_id"}``,
   and the version's own ``stage_history`` tag (a JSON list) repeats its events;
 * a version in shadow or live carries its latest paper-trading metrics in the tag
   ``latest_metrics`` (JSON: the metric names of ``backtest.metrics`` plus ``bars``, ``trades``
@@ -37,16 +38,24 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-DEFAULT_MODEL_NAME = "strategy-evolution"
-CANDIDATE, SHADOW, LIVE, RETIRED = "candidate", "shadow", "live", "retired"
-STAGES = (CANDIDATE, SHADOW, LIVE, RETIRED)
-CHAMPION = "champion"
-PREVIOUS_CHAMPION = "previous-champion"
-STRATEGY_ID_TAG = "strategy_id"
-STAGE_TAG = "stage"
-STAGE_HISTORY_TAG = "stage_history"
-STAGE_EVENT_PREFIX = "stage_event."
-LATEST_METRICS_TAG = "latest_metrics"
+from backtest.tracking_names import (  # noqa: F401  (names serving's modules import from here)
+    CANDIDATE,
+    CHAMPION,
+    LATEST_METRICS_TAG,
+    LIVE,
+    PREVIOUS_CHAMPION,
+    RETIRED,
+    SEQUENCE_SUFFIX,
+    SHADOW,
+    STAGE_EVENT_PREFIX,
+    STAGE_HISTORY_TAG,
+    STAGE_TAG,
+    STAGES,
+    STRATEGY_ID_TAG,
+    stage_event_key,
+    stage_event_value,
+)
+from backtest.tracking_names import DEFAULT_REGISTERED_MODEL as DEFAULT_MODEL_NAME
 PARENT_RUN_TAG = "mlflow.parentRunId"
 COSTS_FEES_PARAM = "costs.fees"
 COSTS_SLIPPAGE_PARAM = "costs.slippage"
@@ -73,8 +82,7 @@ class StageEvent:
     key: str = ""
 
     def to_json(self) -> str:
-        return json.dumps({"version": self.version, "stage": self.stage, "at": self.at, "reason": self.reason,
-                           "strategy_id": self.strategy_id}, sort_keys=True)
+        return stage_event_value(self.version, self.stage, self.at, self.reason, self.strategy_id)
 
 
 @dataclass(frozen=True)
@@ -285,10 +293,10 @@ class ModelRegistry:
         at_ms = self._now(at)
         registered_tags = dict(self.client.get_registered_model(self.name).tags or {})
         seq = sum(1 for k in registered_tags if k.startswith(STAGE_EVENT_PREFIX))
-        key = f"{STAGE_EVENT_PREFIX}{at_ms:013d}.{seq:06d}"
+        key = stage_event_key(at_ms, SEQUENCE_SUFFIX.format(sequence=seq))
         while key in registered_tags:
             seq += 1
-            key = f"{STAGE_EVENT_PREFIX}{at_ms:013d}.{seq:06d}"
+            key = stage_event_key(at_ms, SEQUENCE_SUFFIX.format(sequence=seq))
         event = StageEvent(info.version, stage, at_ms, reason, info.strategy_id, key)
         self.client.set_registered_model_tag(self.name, key, event.to_json())
         history = info.history + [{"stage": stage, "at": at_ms, "reason": reason}]

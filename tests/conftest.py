@@ -8,9 +8,12 @@ import pytest
 
 from backtest.jit_cache import pin_jit_cache_dir
 
-# `evolve run` logs lineage to MLflow by default; the engine's tests turn that off (it is
-# tested on its own against a real server in tests/test_lineage_*.py and test_run_tracking.py).
-os.environ.setdefault("EVOLVE_TRACKING", "off")
+# real `evolve run`s logging to real `mlflow server`s for the lineage and registry tests
+pytest_plugins = ("lineage_fixtures",)
+# `evolve run` logs lineage to MLflow by default: every run of the session (Ray jobs included)
+# logs to one SQLite store of the session's own, never to ./mlflow.db of the repository
+os.environ.setdefault("MLFLOW_TRACKING_URI",
+                      f"sqlite:///{tempfile.mkdtemp(prefix='evolve-test-mlflow-')}/mlflow.db")
 # compiled numba kernels: where every run on this machine keeps them (~/.cache/evolve/numba,
 # keyed by source content, see backtest/jit_cache.py), for the session and every process it
 # starts (Ray jobs and clusters included), also where a test points EVOLVE_CACHE_DIR elsewhere

@@ -4,17 +4,16 @@
         client = MlflowClient(server.url)
         server.stop(); server.start()                     # same port, same store
 
-    with MlflowServer.postgres(tmp_path) as server:     # 127.0.0.1:5432 db `test`, own schema
+    with MlflowServer.postgres(tmp_path) as server:     # 127.0.0.1:5432, a database of its own
         ...
 
 ``postgres_available()`` says whether PostgreSQL answers on 127.0.0.1:5432 with database
-``test`` (trust auth) and psycopg2 is importable. Every PostgreSQL server gets a fresh schema
-(``mlflow_test_<random>``) that is dropped again on ``close()``.
+``test`` (trust auth) and psycopg2 is importable. Every PostgreSQL server gets a database of
+its own (``mlflow_test_<random>``, created from ``test``) that is dropped again on ``close()``.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -96,15 +95,15 @@ class MlflowServer:
 
     @classmethod
     def postgres(cls, directory: Path, **kwargs) -> MlflowServer:
+        """A server on a database of its own (``mlflow_test_<random>``), dropped again on ``close()``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        schema = f"mlflow_test_{uuid.uuid4().hex[:12]}"
-        _pg_execute(f'CREATE SCHEMA "{schema}"')
-        uri = (f"postgresql+psycopg2://{_pg_user()}@{PG_HOST}:{PG_PORT}/{PG_DATABASE}"
-               f"?options=-csearch_path%3D{schema}")
+        database = f"mlflow_test_{uuid.uuid4().hex[:12]}"
+        _pg_execute(f'CREATE DATABASE "{database}"')
+        uri = f"postgresql+psycopg2://{_pg_user()}@{PG_HOST}:{PG_PORT}/{database}"
 
         def drop() -> None:
-            _pg_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            _pg_execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
         return cls(uri, directory / "artifacts", on_close=drop, **kwargs)
 
@@ -193,71 +192,3 @@ class MlflowServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------- store contents
-
-
-VOLATILE_TAGS = {"mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.log-model.history",
-                 "mlflow.parentRunId"}
-
-
-def list_artifacts(client, run_id: str, path: str | None = None) -> list[str]:
-    out = []
-    for item in client.list_artifacts(run_id, path):
-        if item.is_dir:
-            out.extend(list_artifacts(client, run_id, item.path))
-        else:
-            out.append(item.path)
-    return sorted(out)
-
-
-def dump_store(tracking_uri: str, experiment: str, model_name: str) -> dict:
-    """What an experiment and a registered model hold, without ids that differ between stores.
-
-    Runs are keyed by their ``lineage.key`` tag; parents by their key; model versions by
-    version number with the key of their run; timestamps kept as logged.
-    """
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    key_of = {run.info.run_id: run.data.tags.get("lineage.key") for run in runs}
-    out_runs = {}
-    for run in runs:
-        key = key_of[run.info.run_id]
-        metrics = {}
-        for name in run.data.metrics:
-            history = client.get_metric_history(run.info.run_id, name)
-            metrics[name] = sorted((m.step, m.value, m.timestamp) for m in history)
-        out_runs[key] = {
-            "name": run.info.run_name,
-            "status": run.info.status,
-            "start_time": run.info.start_time,
-            "end_time": run.info.end_time,
-            "parent": key_of.get(run.data.tags.get("mlflow.parentRunId")),
-            "params": dict(run.data.params),
-            "tags": {k: v for k, v in run.data.tags.items() if k not in VOLATILE_TAGS},
-            "metrics": metrics,
-            "artifacts": list_artifacts(client, run.info.run_id),
-        }
-    versions = {}
-    aliases = {}
-    registered_tags = {}
-    try:
-        registered = client.get_registered_model(model_name)
-    except Exception:
-        registered = None
-    if registered is not None:
-        registered_tags = dict(registered.tags)
-        aliases = dict(registered.aliases) if isinstance(registered.aliases, dict) else {
-            a.alias: a.version for a in registered.aliases}
-        for mv in client.search_model_versions(f"name = '{model_name}'"):
-            versions[mv.version] = {"run": key_of.get(mv.run_id), "tags": dict(mv.tags), "status": mv.status,
-                                    "aliases": sorted(mv.aliases or [])}
-    return {"runs": out_runs, "versions": versions, "aliases": aliases, "registered_tags": registered_tags}

@@ -186,7 +186,7 @@ def test_island_statistics_from_rows_in_memory_equal_those_read_from_the_trial_l
     """The lineage logger takes per-generation island statistics from the rows the runner
     holds (no file read while searching): they equal the ones computed from the written part,
     migration rows included."""
-    from evolution.lineage_data import island_stats, island_stats_from_rows
+    from evolution.lineage.data import island_stats, island_stats_from_rows
 
     config = small_config()
     seen = []

@@ -1,4 +1,5 @@
-"""Lineage from the trial log (no MLflow): completeness back to generation 0, tolerant readers."""
+"""Lineage read back from a real run directory (no MLflow): completeness back to generation 0,
+tolerant readers, the spool, the stage-event timeline, the equity curves."""
 from __future__ import annotations
 
 import json
@@ -8,40 +9,38 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from backtest import evaluate, strategy_id
-from evolution.lineage_data import (
+from backtest import strategy_id
+from backtest.tracking_names import SEQUENCE_SUFFIX, stage_event_key
+from evolution.lineage.data import (
     Node,
     ancestry,
     check_lineage,
     first_appearances,
     generation_stats,
+    island_stats,
     parse_parents,
     read_result,
     read_trials,
     trial_log_paths,
 )
-from evolution.lineage_fixture import build_fixture_run, fixture_market
-from evolution.lineage_ops import Spool, SyncState
-from serving.registry import LIVE, RETIRED, StageEvent, live_version_at
+from evolution.lineage.ops import Spool, SyncState
+from serving.registry import LIVE, RETIRED, StageEvent, live_version_at, parse_events
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("fixture-run")
-    build_fixture_run(directory, seed=11, n_bars=4000, population=8, generations=4)
-    return directory
+def run_dir(sqlite_logged_run):
+    """The shared seeded `evolve run`'s directory (tests/lineage_fixtures.py)."""
+    return sqlite_logged_run.run_dir
 
 
-def test_fixture_metrics_are_real_backtest_numbers(run_dir):
+def test_the_hall_of_fame_in_result_json_is_what_the_trial_log_recorded(run_dir):
     result = read_result(run_dir)
-    best = result["hall_of_fame"][0]
-    from backtest.validation import walk_forward_split
-
-    folds = walk_forward_split(4000, n_folds=3, holdout_fraction=0.2).test_ranges()
-    again = evaluate([best["genome"]], fixture_market(result), folds)
-    assert best["strategy_id"] == strategy_id(best["genome"])
-    np.testing.assert_allclose(np.nanmean(again.metric("sharpe")[0]), best["metrics"]["walk_forward"]["sharpe"])
-    assert best["metrics"]["walk_forward"]["n_trades"] == int(np.nansum(again.metric("n_trades")[0]))
+    trials = read_trials(run_dir, ["strategy_id", "genome", "wf_sharpe", "evaluated"])
+    for entry in result["hall_of_fame"]:
+        assert entry["strategy_id"] == strategy_id(entry["genome"])
+        rows = trials[(trials["strategy_id"] == entry["strategy_id"]) & trials["evaluated"].fillna(True)]
+        assert len(rows) >= 1
+        np.testing.assert_allclose(rows["wf_sharpe"].iloc[0], entry["metrics"]["walk_forward"]["sharpe"])
 
 
 def test_every_hall_of_fame_ancestor_resolves_to_generation_zero(run_dir):
@@ -67,12 +66,13 @@ def test_a_missing_ancestor_is_reported(run_dir, tmp_path):
     lineage = check_lineage(run_dir)
     child = next((n for n in lineage.nodes.values() if n.parents), None)
     if child is None:
-        pytest.fail("the fixture search produced no child in the hall of fame's lineage")
+        pytest.fail("the search produced no child in the hall of fame's lineage")
     parent = child.parents[0]
     broken = tmp_path / "broken"
     shutil.copytree(run_dir, broken)
-    trials = read_trials(broken)
-    trials[trials["strategy_id"] != parent].to_parquet(broken / "trials.parquet", index=False)
+    for part in trial_log_paths(broken):
+        trials = pd.read_parquet(part)
+        trials[trials["strategy_id"] != parent].to_parquet(part, index=False)
     damaged = check_lineage(broken)
     assert not damaged.complete
     assert parent in {p for missing in damaged.missing.values() for p in missing}
@@ -106,17 +106,14 @@ def test_migration_rows_do_not_hide_the_origin():
     assert ancestry(["y"], nodes).complete
 
 
-def test_trial_log_as_one_file_or_as_parts(tmp_path):
-    stats_seen = []
-    build_fixture_run(tmp_path / "parts", seed=3, n_bars=3000, population=6, generations=3, trials_layout="parts",
-                      on_generation=lambda g, s: stats_seen.append((g, s)))
-    paths = trial_log_paths(tmp_path / "parts")
-    assert len(paths) >= 2 and all(p.parent.name == "trials" for p in paths)
-    trials = read_trials(tmp_path / "parts", ["strategy_id", "generation", "no_such_column"])
+def test_the_trial_log_is_read_part_by_part_and_only_the_columns_asked_for(run_dir):
+    result = read_result(run_dir)
+    paths = trial_log_paths(run_dir)
+    assert [p.name for p in paths] == [f"generation-{g:05d}.parquet" for g in range(result["config"]["generations"])]
+    trials = read_trials(run_dir, ["strategy_id", "generation", "no_such_column"])
     assert list(trials.columns) == ["strategy_id", "generation"]
-    assert trials["generation"].max() == 2
-    assert check_lineage(tmp_path / "parts").complete
-    assert [g for g, _ in stats_seen] == [0, 1, 2] and {s["island"] for s in stats_seen[0][1]} == {0, 1}
+    stats = island_stats(run_dir, 0)
+    assert [s["island"] for s in stats] == [0, 1] and all(s["evaluations"] > 0 for s in stats)
 
 
 def test_generation_stats_take_the_first_objective_and_skip_migrants():
@@ -160,3 +157,30 @@ def test_spool_survives_a_line_cut_short(tmp_path):
     assert spool.read_ops() == [{"op": "end_run", "run": "r", "time": 1}]
     assert spool.pending() == 1
     assert json.loads(spool.state_path.read_text())["applied"] == 0
+
+
+def test_a_run_registration_and_later_stage_changes_share_one_event_format():
+    """Registration events (written by the run) and stage changes (written by serving) are
+    registered-model tags of one format that sort by time (backtest/tracking_names.py)."""
+    registered = {stage_event_key(1_000, "r00002"): json.dumps(
+        {"version": "2", "stage": "candidate", "at": 1_000, "reason": "registered", "strategy_id": "s2"})}
+    later = StageEvent("2", LIVE, 2_000, "promoted", "s2", stage_event_key(2_000, SEQUENCE_SUFFIX.format(sequence=0)))
+    registered[later.key] = later.to_json()
+    events = parse_events(registered)
+    assert [(e.version, e.stage, e.at) for e in events] == [("2", "candidate", 1_000), ("2", LIVE, 2_000)]
+    assert live_version_at(events, 1_500) is None and live_version_at(events, 2_000) == "2"
+
+
+def test_equity_curves_of_the_top_strategies_are_logged_for_the_notebook(run_dir):
+    equity = pd.read_parquet(run_dir / "lineage" / "equity.parquet")
+    result = read_result(run_dir)
+    top = [e["strategy_id"] for e in result["hall_of_fame"][:5]]
+    assert list(dict.fromkeys(equity["strategy_id"])) == top
+    assert set(equity["segment"]) == {"walk_forward", "holdout"}
+    holdout_start, holdout_end = result["market"]["holdout"]
+    held = equity[equity["segment"] == "holdout"]
+    assert held["bar"].between(holdout_start, holdout_end - 1).all()
+    for sid in top:  # equity compounds the holdout's total return
+        expected = next(e for e in result["hall_of_fame"] if e["strategy_id"] == sid)["metrics"]["holdout"]
+        assert held[held["strategy_id"] == sid]["equity"].iloc[-1] == pytest.approx(1 + expected["total_return"],
+                                                                                  rel=1e-6)

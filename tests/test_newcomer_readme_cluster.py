@@ -52,6 +52,7 @@ def test_the_readme_cluster_commands_work_in_order(tmp_path, demo_home):
     port, dashboard = free_port(), free_port()
     temp = Path(f"/tmp/ncr{port}")  # short: unix socket paths are limited
     out = tmp_path / "cluster-demo"
+    store = tmp_path / "mlflow.db"  # the README's $PWD/mlflow.db: the folder the job was submitted from
     config = write_small_config(tmp_path / "small.yaml", **{"runtime.backend": "ray"})
     script = rewrite(readme_cluster_commands(), [
         (r"\b6380\b", str(port)),
@@ -61,6 +62,7 @@ def test_the_readme_cluster_commands_work_in_order(tmp_path, demo_home):
          rf"--dashboard-agent-listen-port={free_port()} --num-cpus=2 --disable-usage-stats"),
         (r"configs/demo\.yaml", str(config)),
         (r'"\$PWD/runs/cluster-demo"', str(out)),
+        (r"sqlite:///\$PWD/mlflow\.db", f"sqlite:///{store}"),
         (r"^ray stop\b.*$", ""),
     ])
     tag = uuid.uuid4().hex
@@ -75,6 +77,12 @@ def test_the_readme_cluster_commands_work_in_order(tmp_path, demo_home):
         assert submission, output[-5000:]
         assert json.loads((out / "result.json").read_text())["hall_of_fame"]
         assert "run directory" in output  # the job's own output came back to the terminal
+        # the job's lineage is where the README says: the submitting folder's store, not Ray's copy
+        lineage = json.loads((out / "mlflow_run.json").read_text())
+        assert lineage["tracking_uri"] == f"sqlite:///{store}"
+        from mlflow import MlflowClient
+
+        assert MlflowClient(f"sqlite:///{store}").get_run(lineage["mlflow_run_id"]).info.status == "FINISHED"
         # ray job list and the curl line: the same job, succeeded
         assert output.count(submission.group(1)) >= 3
         listed = json.loads(re.search(r"^\[\{.*\}\]$", done.stdout, re.M).group(0))  # curl's JSON

@@ -1,7 +1,10 @@
-"""Stages through aliases and tags on a real `mlflow server`; pyfunc predictions = backtest positions."""
+"""Stages through aliases and tags on a real `mlflow server`, on the versions a real `evolve run`
+registered; the champion's pyfunc model predicts the backtest positions bar for bar."""
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -10,8 +13,8 @@ from mlflow_server import MlflowServer
 import mlflow
 from backtest import positions
 from backtest.data import PlantedEdge, synthetic_market
-from evolution.lineage import LineageLogger
-from evolution.lineage_fixture import record_fixture_run, replay_fixture_run
+from evolution.cli import main
+from evolution.lineage.ops import RUN_RECORD_FILE
 from mlflow import MlflowClient
 from serving.registry import (
     CHAMPION,
@@ -20,27 +23,29 @@ from serving.registry import (
     RegistryError,
 )
 
-MODEL = "strategy-evolution-registry-test"
+MODEL = "strategy-evolution"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A server holding one logged run with three promoted candidates."""
+def store(sqlite_logged_run, tmp_path_factory):
+    """A fresh server holding the shared run (tests/lineage_fixtures.py), logged after the fact
+    with `evolve sync --log-run`: the registry's changes stay out of the shared store."""
     base = tmp_path_factory.mktemp("registry")
-    source = base / "source"
-    result, generations = record_fixture_run(source, seed=9, n_bars=4000, population=8, generations=3,
-                                             hall_of_fame=3, promoted=3)
+    run_dir = base / "run"
+    shutil.copytree(sqlite_logged_run.run_dir, run_dir)
+    (run_dir / RUN_RECORD_FILE).unlink()
     with MlflowServer.sqlite(base / "store") as server:
-        logger = LineageLogger(server.url, experiment="registry-test", registered_model=MODEL)
-        report = replay_fixture_run(logger, source, base / "run", generations)
-        assert not report.spooled and len(report.model_versions) == 3
-        yield server, result, report
+        assert main(["sync", str(run_dir), "--log-run", "--tracking-uri", server.url]) == 0
+        record = json.loads((run_dir / RUN_RECORD_FILE).read_text())
+        result = sqlite_logged_run.result
+        assert len(record["model_versions"]) == len(result["promoted"]) >= 3
+        yield server, result, record
 
 
 def test_promote_moves_aliases_and_keeps_the_previous_champion(store):
-    server, result, report = store
+    server, result, record = store
     registry = ModelRegistry(MODEL, server.url)
-    v1, v2, v3 = (report.model_versions[s] for s in result["promoted"])
+    v1, v2, v3 = (record["model_versions"][s] for s in result["promoted"][:3])
     t0 = 1_800_000_000_000
     registry.set_stage(v1, "shadow", at=t0 + 1_000, reason="paper trading")
     registry.promote(v1, at=t0 + 2_000)
@@ -66,32 +71,44 @@ def test_promote_moves_aliases_and_keeps_the_previous_champion(store):
     assert {t: registry.live_version_at(t) for t in expected} == expected
     history = registry.history()
     assert [e.at for e in history] == sorted(e.at for e in history)
-    assert sum(e.stage == "candidate" for e in history) == 3  # the registrations come first
+    assert sum(e.stage == "candidate" for e in history) == len(result["promoted"])  # the registrations come first
 
 
 def test_bad_stage_requests_say_what_is_wrong(store):
-    server, result, report = store
+    server, result, record = store
     registry = ModelRegistry(MODEL, server.url)
     with pytest.raises(RegistryError, match="unknown stage 'production'"):
-        registry.set_stage(next(iter(report.model_versions.values())), "production")
+        registry.set_stage(next(iter(record["model_versions"].values())), "production")
     with pytest.raises(RegistryError, match="no version '999'"):
         registry.promote("999")
 
 
 def test_champion_pyfunc_predicts_the_backtest_positions_bar_for_bar(store, monkeypatch):
-    server, result, report = store
+    server, result, record = store
     registry = ModelRegistry(MODEL, server.url)
     client = MlflowClient(server.url)
     sid = result["promoted"][0]
-    version = report.model_versions[sid]
+    version = record["model_versions"][sid]
     if registry.champion() is None or registry.champion().version != version:
         registry.promote(version)
     genome = next(e["genome"] for e in result["hall_of_fame"] if e["strategy_id"] == sid)
-    previous = mlflow.get_tracking_uri()
-    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", previous, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(server.url)
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@{CHAMPION}")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = mlflow.pyfunc.load_model(f"models:/{MODEL}@{CHAMPION}")
+        # the model's predict has type hints MLflow accepts: no "add type hints" warning
+        assert not [w for w in caught if "type hint" in str(w.message).lower()], [str(w.message) for w in caught]
+        _predicts_positions(model, genome)
+        _carries_signature_example_and_genome(client, genome)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert registry.load_model(PREVIOUS_CHAMPION if registry.previous_champion() else CHAMPION) is not None
+
+
+def _predicts_positions(model, genome) -> None:
     for seed in (1, 2):
         candles = synthetic_market(3000, seed=seed, planted_edge=PlantedEdge()).to_frame()
         predicted = np.asarray(model.predict(candles))
@@ -99,7 +116,9 @@ def test_champion_pyfunc_predicts_the_backtest_positions_bar_for_bar(store, monk
         assert predicted.dtype == np.int64 and predicted.shape == expected.shape
         np.testing.assert_array_equal(predicted, expected)
         assert set(np.unique(predicted)) <= {-1, 0, 1}
-    # the model carries its genome, signature and input example
+
+
+def _carries_signature_example_and_genome(client, genome) -> None:
     mv = client.get_model_version_by_alias(MODEL, CHAMPION)
     info = mlflow.models.get_model_info(f"models:/{MODEL}/{mv.version}")
     assert [c["name"] for c in info.signature.inputs.to_dict()] == ["timestamp", "open", "high", "low", "close",
@@ -109,4 +128,3 @@ def test_champion_pyfunc_predicts_the_backtest_positions_bar_for_bar(store, monk
     genome_file = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{mv.version}/artifacts/genome.json")
     with open(genome_file, encoding="utf-8") as handle:
         assert json.load(handle) == json.loads(json.dumps(genome))
-    assert registry.load_model(PREVIOUS_CHAMPION if registry.previous_champion() else CHAMPION) is not None

@@ -177,7 +177,6 @@ def test_the_report_is_logged_to_mlflow_with_the_run(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     monkeypatch.chdir(tmp_path)  # a SQLite store keeps its artifacts under ./mlruns
-    monkeypatch.delenv("EVOLVE_TRACKING", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(small_config(**{"generations": 2, "islands": 1}).model_dump(mode="json")))

@@ -1,157 +1,138 @@
-"""`evolve run` logs its lineage to MLflow (embedded SQLite default) and spools when the server is down."""
+"""Where `evolve run` sends its lineage: the config's `tracking:` section, its overrides, the
+embedded SQLite default in the project folder, Ray jobs, tracking off, spooling off."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from lineage_fixtures import REPO, evolve_env, lineage_config
+from mlflow_server import free_port
 
 from evolution.cli import main
+from evolution.config import TrackingConfig
+from evolution.lineage.ops import RUN_RECORD_FILE, SPOOL_DIR
+from evolution.lineage.tracking import RAY_JOB_ENV, TrackingError, project_folder, resolve_tracking
 
-pytestmark = pytest.mark.slow
+
+def _tiny(path: Path, **overrides) -> Path:
+    return lineage_config(path, islands=2, population=12, generations=2, hall_of_fame=3,
+                          **{"market.synthetic.n_bars": 6000, **overrides})
 
 
-def _tiny_config(tmp_path):
-    config = yaml.safe_load(open("configs/demo.yaml"))
-    config.update(islands=1, population=12, generations=2, hall_of_fame=3)
-    config["market"]["synthetic"]["n_bars"] = 6000
-    config["runtime"] = {"backend": "local", "progress": False}
-    path = tmp_path / "tiny.yaml"
+def test_the_uri_comes_from_the_flag_then_mlflow_then_the_config_then_the_default(tmp_path):
+    config = TrackingConfig(uri="http://config:5000", experiment="from-config", registered_model="models")
+    env = {"MLFLOW_TRACKING_URI": "http://env:5000", "MLFLOW_EXPERIMENT_NAME": "from-env"}
+    assert resolve_tracking(config, uri="http://flag:5000", environ=env).uri == "http://flag:5000"
+    assert resolve_tracking(config, environ=env).uri == "http://env:5000"
+    assert resolve_tracking(config, environ={}).uri == "http://config:5000"
+    assert resolve_tracking(None, environ={}, base=tmp_path).uri == f"sqlite:///{tmp_path}/mlflow.db"
+    assert resolve_tracking(config, environ=env).experiment == "from-env"
+    settings = resolve_tracking(config, environ={})
+    assert (settings.experiment, settings.registered_model, settings.spool) == ("from-config", "models", True)
+    assert not resolve_tracking(config, disabled=True, environ={}).enabled
+    assert not resolve_tracking(TrackingConfig(enabled=False), environ={}).enabled
+
+
+def test_a_relative_sqlite_path_is_relative_to_the_project_folder(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("")
+    inside = tmp_path / "notebooks"
+    inside.mkdir()
+    monkeypatch.chdir(inside)
+    assert project_folder() == tmp_path
+    assert resolve_tracking(TrackingConfig(uri="sqlite:///lineage/m.db"), environ={}).uri == \
+        f"sqlite:///{tmp_path / 'lineage' / 'm.db'}"
+    absolute = f"sqlite:///{tmp_path}/elsewhere.db"
+    assert resolve_tracking(TrackingConfig(uri=absolute), environ={}).uri == absolute
+    assert project_folder(REPO / "notebooks") == REPO
+
+
+def test_a_relative_sqlite_path_under_ray_job_submit_says_what_to_pass(tmp_path, monkeypatch, capsys):
+    """`ray job submit` runs in Ray's temporary copy of the working directory: a relative SQLite
+    store there would be lost with it, so the run stops before it starts and says what to pass."""
+    job = json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_x.zip"},
+                      "metadata": {"job_submission_id": "raysubmit_42"}})
+    with pytest.raises(TrackingError, match="runtime-env-json"):
+        resolve_tracking(None, environ={RAY_JOB_ENV: job})
+    assert resolve_tracking(None, uri="sqlite:////data/mlflow.db", environ={RAY_JOB_ENV: job}).uri == \
+        "sqlite:////data/mlflow.db"
+    monkeypatch.setenv(RAY_JOB_ENV, job)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(_tiny(tmp_path / "c.yaml")), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "raysubmit_42" in err and '"MLFLOW_TRACKING_URI"' in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("tracking, message", [
+    ({"uri": "mlruns"}, "tracking.uri: tracking URI 'mlruns': use an MLflow server"),
+    ({"experimnt": "x"}, "did you mean 'experiment'"),
+    ({"experiment": ""}, "tracking.experiment"),
+])
+def test_a_bad_tracking_section_is_a_config_error(tmp_path, capsys, tracking, message):
+    path = tmp_path / "bad.yaml"
+    config = yaml.safe_load(_tiny(tmp_path / "c.yaml").read_text())
+    config["tracking"] = tracking
     path.write_text(yaml.safe_dump(config))
-    return path
+    assert main(["run", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
-def test_run_logs_one_mlflow_run_with_nested_strategies(tmp_path, monkeypatch):
-    from mlflow import MlflowClient
-
-    monkeypatch.delenv("EVOLVE_TRACKING", raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = tmp_path / "run"
-    assert main(["run", "--config", str(_tiny_config(tmp_path)), "--out", str(out), "--tracking-uri", uri]) == 0
-    result = json.loads((out / "result.json").read_text())
-    client = MlflowClient(uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 1
-    assert {r.data.tags["strategy_id"] for r in children} == {h["strategy_id"] for h in result["hall_of_fame"]}
-    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+def test_no_tracking_writes_no_store(tmp_path, monkeypatch, capsys):
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    assert main(["run", "--config", str(_tiny(tmp_path / "c.yaml")), "--out", str(tmp_path / "a"), "--no-tracking"]) == 0
+    off = _tiny(tmp_path / "off.yaml", **{"tracking.enabled": False})
+    assert main(["run", "--config", str(off), "--out", str(tmp_path / "b")]) == 0
+    assert "lineage:" not in capsys.readouterr().out
+    assert not store.exists() and not (tmp_path / "a" / RUN_RECORD_FILE).exists()
 
 
-def test_unreachable_server_spools_and_the_run_succeeds(tmp_path, monkeypatch):
-    monkeypatch.delenv("EVOLVE_TRACKING", raising=False)
-    out = tmp_path / "run"
-    code = main(["run", "--config", str(_tiny_config(tmp_path)), "--out", str(out),
-                 "--tracking-uri", "http://127.0.0.1:9"])  # nothing listens on the discard port
-    assert code == 0
-    assert (out / "result.json").exists()
-    assert any((out / "mlflow_spool").iterdir())
-
-
-def test_trial_log_parts_reach_mlflow_while_the_search_runs(tmp_path):
-    """Each generation's trial-log part is sent when the generation is logged, not at the end;
-    after finish the MLflow copy of the trial log equals the run directory's, part for part."""
-    from evolution_helpers import small_config
-
-    from evolution.lineage import LineageLogger
-    from evolution.lineage_data import island_stats_from_rows
-    from evolution.pools import LocalPool
-    from evolution.runner import execute, plan
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = small_config(generations=3)
-    run = plan(config, out_dir=tmp_path / "run")
-    logger = LineageLogger(uri, experiment="parts", registered_model="parts", asynchronous=False)
-    logger.start(run.run_dir, config.search_dict(), run_id=run.run_id, seed=config.seed, config_id=config.config_id)
-    client = MlflowClient(uri)
-    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("parts").experiment_id])
-    seen = []
-
-    def on_generation(generation, _pool):
-        logger.log_generation(generation, island_stats_from_rows(run.last_rows, 1.0))
-        seen.append(sorted(a.path for a in client.list_artifacts(mlflow_run.info.run_id, "trial_log")))
-
-    execute(run, LocalPool(config, run.spec.market, run.spec.split.test_ranges()), on_generation=on_generation)
-    report = logger.finish(run.run_dir, market=run.spec.market)
-    assert not report.spooled
-    assert seen == [[f"trial_log/generation-{h:05d}.parquet" for h in range(g + 1)] for g in range(3)]
-    copy = client.download_artifacts(mlflow_run.info.run_id, "trial_log", str(tmp_path / "copy"))
-    parts = sorted((run.run_dir / "trials").glob("*.parquet"))
-    assert [p.name for p in parts] == sorted(p.name for p in Path(copy).iterdir())
-    for part in parts:
-        assert (Path(copy) / part.name).read_bytes() == part.read_bytes()
-
-
-def test_every_hall_of_fame_strategy_gets_its_run_scores_and_model_and_promoted_ones_a_version(tmp_path, monkeypatch):
-    """`evolve run` queues the hall of fame's nested runs and models while it judges them, and
-    adds the judged scores after: each nested run ends with both, every member has a logged
-    model of its own run, and exactly the promoted members have a registered version."""
-    from mlflow import MlflowClient
-
-    monkeypatch.delenv("EVOLVE_TRACKING", raising=False)
-    config = yaml.safe_load(open("configs/demo.yaml"))  # a market with an edge, and a drawdown gate that
-    config.update(generations=4, hall_of_fame=6)         # some of the hall of fame fails
-    config["gates"]["max_drawdown"] = 0.05
-    config["runtime"] = {"backend": "local", "progress": False}
-    (tmp_path / "mixed.yaml").write_text(yaml.safe_dump(config))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = tmp_path / "run"
-    assert main(["run", "--config", str(tmp_path / "mixed.yaml"), "--out", str(out), "--tracking-uri", uri]) == 0
-    result = json.loads((out / "result.json").read_text())
-    assert 0 < len(result["promoted"]) < len(result["hall_of_fame"])
-    client = MlflowClient(uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    children = {r.data.tags["strategy_id"]: r for r in client.search_runs(experiments)
-                if "mlflow.parentRunId" in r.data.tags}
-    assert len(children) == len(result["hall_of_fame"]) >= 1
-    models = client.search_logged_models(experiments)
-    by_run = {m.source_run_id: m for m in models}
-    for rank, member in enumerate(result["hall_of_fame"]):
-        child = children[member["strategy_id"]]
-        assert child.info.status == "FINISHED"
-        assert child.data.tags["promoted"] == str(member["promoted"]).lower()
-        assert child.data.tags["hall_of_fame_rank"] == str(rank)
-        assert child.data.metrics["walk_forward/sharpe"] == pytest.approx(member["metrics"]["walk_forward"]["sharpe"])
-        assert child.data.metrics["holdout/sharpe"] == pytest.approx(member["metrics"]["holdout"]["sharpe"])
-        assert "genome.json" in {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert by_run[child.info.run_id].tags["strategy_id"] == member["strategy_id"]
-    versions = client.search_model_versions("name = 'strategy-evolution'")
-    assert sorted(v.tags["strategy_id"] for v in versions) == sorted(result["promoted"])
-
-
-def test_what_was_queued_when_the_driver_is_killed_still_reaches_mlflow(tmp_path):
-    """The logger sends from a child process that drains its queue on its own: a driver killed
-    with SIGKILL right after queuing loses none of it."""
+@pytest.mark.slow
+def test_the_embedded_default_is_the_project_folders_sqlite_store_and_the_driver_never_imports_mlflow(tmp_path):
+    """From a subfolder of a project, with nothing configured: the lineage goes to
+    PROJECT/mlflow.db with its artifacts in PROJECT/mlruns, the run says so and records the
+    absolute URI; the config's experiment and registered-model names apply; the driver
+    process never imports MLflow (the sender process does the sending)."""
     import subprocess
-    import sys
-    import time
 
     from mlflow import MlflowClient
 
+    (tmp_path / "pyproject.toml").write_text("")
+    work = tmp_path / "work"
+    work.mkdir()
+    config = _tiny(work / "c.yaml", **{"tracking.experiment": "tracked", "tracking.registered_model": "tracked-models"})
+    script = ("import sys\nfrom evolution.cli import main\ncode = main(sys.argv[1:])\n"
+              "print('driver imported mlflow:', 'mlflow' in sys.modules)\nsys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", script, "run", "--config", str(config), "--out", "run"], cwd=work,
+                          env=evolve_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    script = "\n".join([
-        "import os, signal",
-        "from evolution.lineage import LineageLogger",
-        f"logger = LineageLogger({uri!r}, experiment='killed', registered_model='killed')",
-        f"logger.start({str(tmp_path / 'run')!r}, {{'population': 12}}, run_id='killed-run', seed=1)",
-        "logger.log_generation(0, [{'island': 0, 'best_fitness': 1.5}, {'island': 1, 'best_fitness': 2.5}])",
-        "os.kill(os.getpid(), signal.SIGKILL)",
-    ])
+    assert f"at {uri} (experiment tracked)" in done.stdout and "versions of tracked-models" in done.stdout
+    assert "driver imported mlflow: False" in done.stdout
+    assert done.stderr.strip() == "", done.stderr
+    record = json.loads((work / "run" / RUN_RECORD_FILE).read_text())
+    assert record["tracking_uri"] == uri and record["experiment_name"] == "tracked"
     client = MlflowClient(uri)
-    client.search_experiments()  # the store's tables exist before two processes open it
-    driver = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert driver.returncode == -9, driver.stderr
-    deadline = time.monotonic() + 90
-    metrics = {}
-    while time.monotonic() < deadline:
-        experiment = client.get_experiment_by_name("killed")
-        runs = client.search_runs([experiment.experiment_id]) if experiment else []
-        if runs and "best_fitness" in runs[0].data.metrics:
-            metrics, params = runs[0].data.metrics, runs[0].data.params
-            break
-        time.sleep(0.5)
-    assert metrics == {"island_0/best_fitness": 1.5, "island_1/best_fitness": 2.5, "best_fitness": 2.5}
-    assert params == {"population": "12"}
-    assert runs[0].data.tags["lineage.key"] == "killed-run"
+    experiment = client.get_experiment_by_name("tracked")
+    assert experiment.artifact_location == (tmp_path / "mlruns").as_uri()
+    assert client.get_run(record["mlflow_run_id"]).info.status == "FINISHED"
+    assert not (work / "mlflow.db").exists() and not (work / "mlruns").exists()
+
+
+@pytest.mark.slow
+def test_with_spooling_off_an_unreachable_server_loses_the_lineage_and_says_so(tmp_path):
+    import subprocess
+
+    config = _tiny(tmp_path / "c.yaml", **{"tracking.spool": False})
+    done = subprocess.run([sys.executable, "-m", "evolution", "run", "--config", str(config), "--out", "run",
+                           "--tracking-uri", f"http://127.0.0.1:{free_port()}"], cwd=tmp_path, env=evolve_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "operations not sent (tracking.spool is off)" in done.stdout
+    assert (tmp_path / "run" / "result.json").is_file()
+    assert not (tmp_path / "run" / SPOOL_DIR).exists() and not (tmp_path / "run" / RUN_RECORD_FILE).exists()

@@ -1,7 +1,8 @@
 """Reading a run directory: ``result.json``, the trial log, and the lineage it records.
 
-Plain pandas, no MLflow. The trial log is Parquet, either ``DIR/trials.parquet`` or the
-parts of ``DIR/trials/*.parquet``; only the columns asked for (and present) are read.
+Plain pandas, no MLflow. The trial log is the engine's (``evolution/trials.py``): one
+Parquet part per generation in ``DIR/trials/``; only the columns asked for (and present)
+are read.
 
 Lineage: every trial row names its ``parents`` (strategy ids) and the ``operator`` that
 made it. :func:`ancestry` walks the parents of some strategies back through the log;
@@ -20,9 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evolution.trials import TRIALS_DIR, part_path
+
 RESULT_FILE = "result.json"
-TRIALS_FILE = "trials.parquet"
-TRIALS_DIR = "trials"
+REPORT_FILE = "report.html"  # evolve report's page, written before the lineage finishes
 
 # trial-log column names (the evolution engine writes them)
 STRATEGY_ID = "strategy_id"
@@ -36,8 +38,7 @@ EVALUATED = "evaluated"  # False for migration rows (a copy of a strategy evalua
 MIGRATION = "migration"
 LINEAGE_COLUMNS = (STRATEGY_ID, ISLAND, GENERATION, PARENTS, OPERATOR, EVALUATED)
 # columns tried, in order, as "the fitness" when none is named
-FITNESS_CANDIDATES = ("wf_sharpe", "walk_forward_sharpe", "fitness", "sharpe")
-
+FITNESS_CANDIDATES = ("wf_sharpe", "fitness")
 
 
 class RunDirectoryError(ValueError):
@@ -61,14 +62,10 @@ def read_result(run_dir: str | Path) -> dict:
 
 
 def trial_log_paths(run_dir: str | Path) -> list[Path]:
-    """The trial log's Parquet files: ``trials.parquet`` or the sorted parts of ``trials/``."""
-    run_dir = Path(run_dir)
-    single = run_dir / TRIALS_FILE
-    if single.is_file():
-        return [single]
-    parts_dir = run_dir / TRIALS_DIR
+    """The trial log's parts (``trials/generation-*.parquet``), in generation order."""
+    parts_dir = Path(run_dir) / TRIALS_DIR
     if parts_dir.is_dir():
-        return sorted(p for p in parts_dir.rglob("*.parquet") if p.is_file())
+        return sorted(p for p in parts_dir.glob("*.parquet") if p.is_file())
     return []
 
 
@@ -86,7 +83,7 @@ def read_trials(run_dir: str | Path, columns: Iterable[str] | None = None) -> pd
     paths = trial_log_paths(run_dir)
     if not paths:
         raise RunDirectoryError(
-            f"{run_dir}: no trial log ({TRIALS_FILE} or {TRIALS_DIR}/*.parquet); the run wrote no trials yet"
+            f"{run_dir}: no trial log ({TRIALS_DIR}/*.parquet); the run wrote no trials yet"
         )
     frames = []
     for path in paths:
@@ -277,8 +274,6 @@ def island_stats(run_dir: str | Path, generation: int, seconds: float | None = N
     evaluations_per_second.
     """
     import pyarrow.parquet as pq
-
-    from evolution.trials import part_path
 
     path = part_path(Path(run_dir), generation)
     names = pq.read_schema(path).names

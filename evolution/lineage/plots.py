@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from evolution.lineage_data import Lineage
+from evolution.lineage.data import Lineage
 
 OPERATOR_STYLES = {"crossover": "-", "mutation": "--", "elite": ":", "migration": "-."}
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
@@ -42,7 +42,7 @@ def plot_fitness(stats: pd.DataFrame, path: str | Path | None = None, ax=None):
 
     ``stats``: columns generation, island, best_fitness, median_fitness.
     """
-    plt = _pyplot()
+    plt = pyplot()
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
@@ -83,7 +83,7 @@ def plot_lineage(lineage: Lineage, highlight: Iterable[str] = (), path: str | Pa
     """
     from matplotlib.collections import LineCollection
 
-    plt = _pyplot()
+    plt = pyplot()
     own = ax is None
     if own:
         height = min(12.0, 3.0 + 0.25 * max((sum(1 for n in lineage.nodes.values() if n.generation == g)
