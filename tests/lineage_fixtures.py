@@ -92,8 +92,18 @@ class LoggedRun:
         return self.server.url
 
 
+# what later issues changed in the store on purpose: (run field, names added, names removed),
+# applied to the recorded "before" shape so that everything else must still be as it was
+INTENDED_CHANGES = (
+    ("artifacts", {"report.html"}, set()),  # issue 17: `evolve report`'s page is logged with the run
+)
+
+
 def before_shape(name: str = "mixed") -> dict:
-    return json.loads(BEFORE.read_text())[name]["shape"]
+    shape = json.loads(BEFORE.read_text())[name]["shape"]
+    for field, added, removed in INTENDED_CHANGES:
+        shape["run"][field] = sorted((set(shape["run"][field]) | added) - removed)
+    return shape
 
 
 def _logged_run(backend: str, base: Path):
