@@ -20,15 +20,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backtest.data.sources import ExchangeMarket
+from backtest.families import DEFAULT_FAMILY, FAMILY_NAMES
 from backtest.metrics import METRIC_NAMES
+from evolution.operators import CROSSOVERS, MUTATIONS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 #: metrics that are better when smaller; every other objective is maximized
 MINIMIZED = frozenset({"max_drawdown", "turnover"})
 OBJECTIVE_NAMES = tuple(n for n in METRIC_NAMES if n not in ("n_bars", "final_value", "skew", "kurtosis"))
-MUTATIONS = ("mutate_gaussian", "mutate_categorical", "mutate_add_condition", "mutate_drop_condition")
-CROSSOVERS = ("crossover_uniform", "crossover_swap")
+DEFAULT_FAMILIES = {DEFAULT_FAMILY: 1.0}
 
 
 class ConfigError(ValueError):
@@ -87,12 +88,8 @@ class MigrationConfig(_Model):
 class OperatorConfig(_Model):
     crossover_probability: float = Field(0.5, ge=0.0, le=1.0, description="share of offspring made by crossover")
     mutation_probability: float = Field(0.5, ge=0.0, le=1.0, description="share made by mutation (rest: copies)")
-    crossover_weights: dict[Literal["crossover_uniform", "crossover_swap"], float] = Field(
-        default_factory=lambda: {"crossover_uniform": 1.0, "crossover_swap": 1.0}
-    )
-    mutation_weights: dict[
-        Literal["mutate_gaussian", "mutate_categorical", "mutate_add_condition", "mutate_drop_condition"], float
-    ] = Field(
+    crossover_weights: dict[Literal[CROSSOVERS], float] = Field(default_factory=lambda: dict.fromkeys(CROSSOVERS, 1.0))
+    mutation_weights: dict[Literal[MUTATIONS], float] = Field(
         default_factory=lambda: {
             "mutate_gaussian": 3.0,
             "mutate_categorical": 2.0,
@@ -222,12 +219,28 @@ class EvolutionConfig(_Model):
     walk_forward: WalkForwardConfig = Field(default_factory=WalkForwardConfig)
     costs: CostConfig = Field(default_factory=CostConfig)
     gates: GateConfig = Field(default_factory=GateConfig)
+    families: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_FAMILIES),
+        description="share of each genome family (backtest/families/) in the random initial population, e.g. "
+                    "{rules: 0.8, asmbtr: 0.2}; offspring keep their parents' family (crossover mates within one)",
+    )
     hall_of_fame: int = Field(10, ge=1, le=1000, description="best distinct trials kept and judged by the gates")
     evaluator_memory_mb: int = Field(256, ge=1)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     @model_validator(mode="after")
     def _cross(self) -> EvolutionConfig:
+        for name, share in self.families.items():
+            if name not in FAMILY_NAMES:
+                hint = difflib.get_close_matches(name, FAMILY_NAMES, n=1)
+                raise ValueError(
+                    f"families: unknown genome family {name!r}"
+                    + (f"; did you mean {hint[0]!r}?" if hint else f"; choose from {list(FAMILY_NAMES)}")
+                )
+            if not share >= 0.0 or share == float("inf"):
+                raise ValueError(f"families: the share of {name!r} must be a finite number >= 0, got {share}")
+        if not self.families or sum(self.families.values()) <= 0:
+            raise ValueError(f"families: give at least one family with a positive share, got {self.families}")
         if self.migration.size >= self.population:
             raise ValueError(
                 f"migration.size ({self.migration.size}) must be smaller than population ({self.population})"
@@ -237,8 +250,11 @@ class EvolutionConfig(_Model):
     # ------------------------------------------------------------------ identity
 
     def search_dict(self) -> dict:
-        """The part of the config that determines the result (everything but runtime)."""
-        return self.model_dump(mode="json", exclude={"runtime"})
+        """The part of the config that determines the result (everything but runtime). The
+        default ``families`` (rules only) is left out, so a config that does not name families
+        keeps the config_id (and run ids) it had before they existed."""
+        exclude = {"runtime"} | ({"families"} if self.families == DEFAULT_FAMILIES else set())
+        return self.model_dump(mode="json", exclude=exclude)
 
     @property
     def config_id(self) -> str:

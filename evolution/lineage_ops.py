@@ -455,7 +455,7 @@ class OpApplier:
         signature, example = self._model_helpers
         genome = op.get("genome")
         if genome is None:  # any genome will do: each strategy's replaces it
-            from backtest.strategy import sma_crossover_genome
+            from backtest.families.rules import sma_crossover_genome
 
             genome = sma_crossover_genome(10, 40)
         genome_path = directory / "genome.json"

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 import mlflow
+from backtest.data.frame import COLUMNS as CANDLE_COLUMNS
 
 GENOME_ARTIFACT = "genome"
-CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 SIGNAL_COLUMN = "signal"
 
 
