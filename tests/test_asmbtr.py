@@ -20,9 +20,9 @@ ASMBTR = get_family("asmbtr")
 
 # ---------------------------------------------------------------- the table by hand
 
-# depth 2, decay 0.5, threshold 0.6, min_move 0.01: moves of 2% carry a direction, 0.5% none
+# depth 2, decay 0.8, threshold 0.6, min_move 0.01: moves of 2% carry a direction, 0.5% none
 RETURNS = [0.02, 0.02, -0.02, 0.005, 0.02, 0.02, -0.02, 0.02, 0.02, -0.02, -0.02, -0.02, 0.02, -0.02]
-HAND = {"family": "asmbtr", "depth": 2, "decay": 0.5, "threshold": 0.6, "min_move": 0.01, "direction": "both",
+HAND = {"family": "asmbtr", "depth": 2, "decay": 0.8, "threshold": 0.6, "min_move": 0.01, "direction": "both",
         "neutral": "flat"}
 # One row per bar: (t, direction, state updated, its up and down counts after decay and update,
 #                   new state, prediction, target with neutral flat, with neutral hold, long-only flat).
@@ -35,14 +35,14 @@ TABLE = [
     (4, "-", None, None, None, 2, None, 0, 0, 0),      # 0.5% <= min_move: skipped, nothing changes
     (5, "U", 2, 1.0, 0.0, 1, None, 0, 0, 0),           # UD -> U; DU never seen
     (6, "U", 1, 1.0, 0.0, 3, "D", -1, -1, 0),          # UU: down 1 > 0.6 * 1
-    (7, "D", 3, 0.0, 1.5, 2, "U", 1, 1, 1),            # UU decays 1 -> 0.5, +1 down; UD: up 1
-    (8, "U", 2, 1.5, 0.0, 1, "U", 1, 1, 1),            # DU: up 1
-    (9, "U", 1, 1.5, 0.0, 3, "D", -1, -1, 0),          # UU: down 1.5
-    (10, "D", 3, 0.0, 1.75, 2, "U", 1, 1, 1),          # UD: up 1.5
-    (11, "D", 2, 0.75, 1.0, 0, None, 0, 1, 0),         # UD -> D: up 1.5 * 0.5, down 1; DD never seen
+    (7, "D", 3, 0.0, 1.8, 2, "U", 1, 1, 1),            # UU decays 1 -> 0.8, +1 down; UD: up 1
+    (8, "U", 2, 1.8, 0.0, 1, "U", 1, 1, 1),            # DU: up 1
+    (9, "U", 1, 1.8, 0.0, 3, "D", -1, -1, 0),          # UU: down 1.8
+    (10, "D", 3, 0.0, 2.44, 2, "U", 1, 1, 1),          # UU: down 0.8 * 1.8 + 1; UD: up 1.8
+    (11, "D", 2, 1.44, 1.0, 0, None, 0, 1, 0),         # UD -> D: up 0.8 * 1.8, down 1; DD never seen
     (12, "D", 0, 0.0, 1.0, 0, "D", -1, -1, 0),         # DD -> D; DD: down 1 > 0.6
-    (13, "U", 0, 1.0, 0.5, 1, "U", 1, 1, 1),           # DD -> U; DU: up 1.5
-    (14, "D", 1, 0.75, 1.0, 2, None, 0, 1, 0),         # DU -> D; UD: up 0.75, down 1: 1 <= 0.6 * 1.75
+    (13, "U", 0, 1.0, 0.8, 1, "U", 1, 1, 1),           # DD -> U; DU: up 1.8
+    (14, "D", 1, 1.44, 1.0, 2, None, 0, 1, 0),         # DU -> D; UD: up 1.44, down 1: 1.44 <= 0.6 * 2.44
 ]
 
 
@@ -97,7 +97,8 @@ def test_the_state_table_by_hand():
     close = _closes(RETURNS)
     rows = reference_table(close, HAND["depth"], HAND["decay"], HAND["threshold"], HAND["min_move"])
     for (t, _move, updated, up, down, state, prediction, *_), got in zip(TABLE, rows):
-        assert got == (updated, up, down, state, prediction), t
+        assert got[0] == updated and got[3:] == (state, prediction), t
+        assert got[1:3] == (pytest.approx(up, abs=1e-12), pytest.approx(down, abs=1e-12)) if up is not None else got[1:3] == (None, None), t
     flat = [0] + [row[7] for row in TABLE]
     hold = [0] + [row[8] for row in TABLE]
     long_flat = [0] + [row[9] for row in TABLE]
