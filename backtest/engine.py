@@ -273,6 +273,9 @@ class Evaluator:
 
     An island evaluates every generation with the same Evaluator, so the table memory
     (at most ``memory_bytes``) is allocated and faulted in once, not per generation.
+    Genomes are scored in chunks of one family each (``backtest/families/``): the
+    family's ``run`` gets this Evaluator as its workspace (:meth:`indicator_table`,
+    :meth:`market_summary`).
     """
 
     def __init__(self, memory_bytes: int = 256 * 2**20, max_chunk: int = 512):

@@ -207,6 +207,20 @@ def block_signals_nb(table, lhs, op, rhs, thr, n_cond, use_and, n, buf):
                 _cross_threshold_loop(a, thr[k], o == OP_CROSS_ABOVE, n, first, use_and, buf)
 
 
+@njit(inline="always")
+def _may_order(e, x, pos, direction):
+    """False when kernels._bar would place no order on these signals whatever the price (a
+    signal the book already follows, or conflicting ones): level signals, which repeat
+    every bar, then cost no call."""
+    if e == x:
+        return False  # conflicting signals are ignored (none at all: nothing to do)
+    if direction == LONG:
+        return pos == 0.0 if e else pos > 0.0
+    if direction == SHORT:
+        return pos == 0.0 if e else pos < 0.0
+    return pos <= 0.0 if e else pos >= 0.0
+
+
 @njit(cache=True, nogil=True)
 def simulate_fold_nb(close, entry, exit_, flat, start, end, direction, fees, slippage, init_cash, sl_arg, tp_arg,
                      periods_per_year, out, bucket_bars, bucket_origin, buckets, positions):
@@ -253,7 +267,7 @@ def simulate_fold_nb(close, entry, exit_, flat, start, end, direction, fees, sli
         if has_flat and flat[t] and pos != 0.0 and not (e or x):
             x = True
             d = LONG if pos > 0.0 else SHORT
-        if e or x or c <= lower or c >= upper:
+        if ((e or x) and _may_order(e, x, pos, d)) or c <= lower or c >= upper:
             old_pos = pos
             cash, pos, debt, free, lower, upper, filled, reduced, notional, vb = _bar(
                 cash, pos, debt, free, lower, upper, e, x, c, d, fees, slippage, sl_arg, tp_arg)

@@ -147,8 +147,8 @@ def bench_overhead(population: int, n_bars: int, generations: int) -> dict:
 
 def bench_ga_vs_random(seeds: list[int], n_bars: int, population: int, generations: int) -> dict:
     from backtest import Evaluator
+    from evolution.families import init_genome
     from evolution.fitness import objectives, summarize
-    from evolution.operators import init_genome
     from evolution.pools import LocalPool
     from evolution.runner import execute, plan
 

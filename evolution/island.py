@@ -34,7 +34,8 @@ from backtest.strategy import canonical_json, canonical_text_and_id, normalized_
 from evolution import fitness as fit
 from evolution import nsga
 from evolution.config import EvolutionConfig
-from evolution.operators import INIT, MIGRATION, REPRODUCTION, crossover, init_genome, mutate
+from evolution.families import crossover, init_genome, mutate
+from evolution.operators import INIT, MIGRATION, REPRODUCTION
 
 REDRAWS = 4  # attempts to make an offspring this island has not seen yet
 

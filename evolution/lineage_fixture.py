@@ -24,8 +24,8 @@ from backtest import evaluate, normalize_genome, strategy_id
 from backtest.data import PlantedEdge, planted_edge_genome, synthetic_market
 from backtest.families.rules import INDICATORS
 from backtest.strategy import GenomeError
-from evolution.families.rules import init_genome as random_genome
 from backtest.validation import dsr_from_returns, probability_of_backtest_overfitting, walk_forward_split
+from evolution.families.rules import init_genome as random_genome
 
 WF_METRICS = ("sharpe", "total_return", "max_drawdown", "n_trades")
 

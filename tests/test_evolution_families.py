@@ -23,10 +23,10 @@ from backtest.families.asmbtr import DECAY_BOUNDS, DEPTH_BOUNDS, MIN_MOVE_BOUNDS
 from backtest.families.rules import sma_crossover_genome
 from backtest.strategy import normalize_genome, strategy_id
 from evolution.config import ConfigError
-from evolution.families import FAMILY_OPERATORS, operators_for
+from evolution.families import FAMILY_OPERATORS, crossover, init_genome, mutate, operators_for
 from evolution.island import Island
 from evolution.market import resolve
-from evolution.operators import CROSSOVERS, MUTATIONS, OPERATOR_NAMES, crossover, init_genome, mutate
+from evolution.operators import CROSSOVERS, MUTATIONS, OPERATOR_NAMES
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 
@@ -171,6 +171,44 @@ def test_rules_only_islands_draw_no_family():
             seen.add(sid)
             expected.append(sid)
     assert [row["strategy_id"] for row in rows] == expected
+
+
+def test_a_mixed_family_run_is_reproducible_and_resumes_to_the_same_bytes(tmp_path):
+    import pandas as pd
+
+    from evolution.pools import LocalPool
+    from evolution.runner import execute, plan, plan_resume
+
+    config = small_config(families={"rules": 0.6, "asmbtr": 0.4})
+
+    def run(out, on_generation=None):
+        planned = plan(config, out_dir=out)
+        return execute(planned, LocalPool(config, planned.spec.market, planned.spec.split.test_ranges()),
+                       on_generation=on_generation)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(generation, pool):
+        if generation == 2:
+            raise Interrupt
+
+    run(tmp_path / "a")
+    run(tmp_path / "b")
+    with pytest.raises(Interrupt):
+        run(tmp_path / "c", stop)
+    resumed = plan_resume(tmp_path / "c")
+    execute(resumed, LocalPool(resumed.config, resumed.spec.market, resumed.spec.split.test_ranges()))
+    reference = (tmp_path / "a" / "result.json").read_bytes()
+    assert (tmp_path / "b" / "result.json").read_bytes() == reference
+    assert (tmp_path / "c" / "result.json").read_bytes() == reference
+    trials = pd.read_parquet(tmp_path / "a" / "trials")
+    assert {family_name(json.loads(g)) for g in trials["genome"]} == {"rules", "asmbtr"}
+    # the trial log's genome text is the canonical form its id hashes, for every family
+    assert all(strategy_id(g) == sid for g, sid in zip(trials["genome"], trials["strategy_id"]))
+    result = json.loads(reference)
+    for member in result["hall_of_fame"]:
+        assert strategy_id(member["genome"]) == member["strategy_id"]
 
 
 # ---------------------------------------------------------------- the planted state edge is found

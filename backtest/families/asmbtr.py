@@ -104,37 +104,47 @@ def returns_nb(close, n):
 @njit(cache=True, nogil=True)
 def targets_nb(ret, n, depth, decay, threshold, min_move, direction, hold, up, down, targets):
     """The target position (-1/0/1) at every bar of [0, n): the state table of the module
-    docstring, learning online. ``up``/``down``: scratch of at least 2**depth floats."""
+    docstring, learning online. ``up``/``down``: scratch of at least 2**depth floats.
+
+    The current state's counts stay in registers (``cu``, ``cw``) from the bar they are read
+    for a prediction to the bar that updates them: a table row written and soon read again
+    otherwise stalls the loop on the store (measured: 3-4x slower for small depths)."""
     size = 1 << depth
     mask = size - 1
     for s in range(size):
         up[s] = 0.0
         down[s] = 0.0
-    allow_long = direction != SHORT
-    allow_short = direction != LONG
+    long_side = 1 if direction != SHORT else 0
+    short_side = 1 if direction != LONG else 0
+    keep = 1 if hold else 0
     state = 0
     seen = 0
     target = 0
+    cu = 0.0
+    cw = 0.0
     for t in range(n):
         r = ret[t]
         if r > min_move or r < -min_move:
             d = 1 if r > 0.0 else 0
+            nxt = ((state << 1) | d) & mask
             if seen == depth:  # the state before this bar saw direction d next
-                up[state] = decay * up[state] + d
-                down[state] = decay * down[state] + (1 - d)
+                cu = decay * cu + d
+                cw = decay * cw + (1 - d)
+                up[state] = cu
+                down[state] = cw
+                if nxt != state:
+                    cu = up[nxt]
+                    cw = down[nxt]
             else:
                 seen += 1
-            state = ((state << 1) | d) & mask
-            if seen == depth:
-                u = up[state]
-                w = down[state]
-                bar = threshold * (u + w)
-                if u > bar:
-                    target = 1 if allow_long else 0
-                elif w > bar:
-                    target = -1 if allow_short else 0
-                elif not hold:
-                    target = 0
+                cu = up[nxt]
+                cw = down[nxt]
+            state = nxt
+            if seen == depth:  # branch-free: predictions flip at random
+                bar = threshold * (cu + cw)
+                go_up = 1 if cu > bar else 0
+                go_down = 1 if cw > bar else 0
+                target = go_up * long_side - go_down * short_side + (1 - go_up - go_down) * keep * target
         targets[t] = target
 
 
@@ -213,8 +223,7 @@ class AsmbtrFamily(GenomeFamily):
     name = NAME
     description = "adaptive state table: the last `depth` bar directions predict the next one"
 
-    def normalize(self, genome: Mapping) -> dict:
-        return normalize(genome)
+    normalize = staticmethod(normalize)
 
     def warmup_bars(self, genome: Mapping) -> int:
         return int(genome["depth"]) + 1  # depth directions need depth + 1 closes (more when bars are skipped)
@@ -222,10 +231,7 @@ class AsmbtrFamily(GenomeFamily):
     def run(self, genomes, workspace, market, folds, fees, slippage, init_cash, periods_per_year, bucket_bars,
             bucket_origin, n_buckets, positions_out=None):
         enc = _encode(genomes)
-        n = len(genomes)
-        metrics = np.full((n, folds.shape[0], N_METRICS), np.nan)
-        buckets = np.ones((n, n_buckets)) if bucket_bars > 0 else np.ones((0, 0))
-        pos = positions_out if positions_out is not None else np.empty(0, dtype=np.int8)
+        metrics, buckets, pos = self.outputs(len(genomes), folds, bucket_bars, n_buckets, positions_out)
         population_nb(market.close, enc["depth"], enc["decay"], enc["threshold"], enc["min_move"], enc["direction"],
                       enc["hold"], enc["sl"], enc["tp"], np.ascontiguousarray(folds[:, 0]),
                       np.ascontiguousarray(folds[:, 1]), fees, slippage, init_cash, periods_per_year, metrics,

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from backtest.kernels import N_METRICS
+
 #: the top-level key naming a genome's family; absent means DEFAULT_FAMILY
 FAMILY_KEY = "family"
 DEFAULT_FAMILY = "rules"
@@ -139,6 +141,15 @@ class GenomeFamily:
         With ``positions_out`` (int8 (T,)) and no folds, the first genome is simulated over
         every bar and its target positions are written there."""
         raise NotImplementedError
+
+    @staticmethod
+    def outputs(n: int, folds: np.ndarray, bucket_bars: int, n_buckets: int, positions_out: np.ndarray | None):
+        """What a run fills: metrics (N, F, M) NaN, buckets (N, B) ones (empty without
+        buckets), the positions array (empty without one)."""
+        metrics = np.full((n, folds.shape[0], N_METRICS), np.nan)
+        buckets = np.ones((n, n_buckets)) if bucket_bars > 0 else np.ones((0, 0))
+        positions = positions_out if positions_out is not None else np.empty(0, dtype=np.int8)
+        return metrics, buckets, positions
 
     def signals(self, genome: Mapping, workspace, market) -> tuple[np.ndarray, np.ndarray]:
         """Entry and exit signals (bool (T,) each) that ``simulate()`` turns into the genome's

@@ -52,7 +52,6 @@ from backtest.families.base import (
     optional_fraction,
     stop_arrays,
 )
-from backtest.kernels import N_METRICS
 
 NAME = "rules"
 MAX_CONDITIONS = 3
@@ -338,11 +337,8 @@ class RulesFamily(GenomeFamily):
     name = NAME
     description = "entry/exit conditions on technical indicators (the default family)"
 
-    def normalize(self, genome: Mapping) -> dict:
-        return normalize(genome)
-
-    def warmup_bars(self, genome: Mapping) -> int:
-        return warmup_bars(genome)
+    normalize = staticmethod(normalize)
+    warmup_bars = staticmethod(warmup_bars)
 
     def resources(self, genome: Mapping) -> set[str]:
         return {indicator_key(ind) for ind in indicators_used(genome)}
@@ -352,10 +348,7 @@ class RulesFamily(GenomeFamily):
         enc = encode_population(genomes)
         table = workspace.indicator_table(enc.indicators, market)
         prefix, blocks = workspace.market_summary(market)
-        n = enc.lhs.shape[0]
-        metrics = np.full((n, folds.shape[0], N_METRICS), np.nan)
-        buckets = np.ones((n, n_buckets)) if bucket_bars > 0 else np.ones((0, 0))
-        pos = positions_out if positions_out is not None else np.empty(0, dtype=np.int8)
+        metrics, buckets, pos = self.outputs(len(genomes), folds, bucket_bars, n_buckets, positions_out)
         fused.population_nb(
             market.close, prefix, blocks, table, enc.lhs, enc.op, enc.rhs, enc.threshold, enc.n_conditions, enc.logic,
             enc.direction, enc.stop_loss, enc.take_profit, np.ascontiguousarray(folds[:, 0]),

@@ -130,14 +130,5 @@ def crossover_swap(a: Mapping, b: Mapping, rng: np.random.Generator) -> tuple[Ge
     return retry_pair(lambda: (x, y), a, b)
 
 
-OPERATORS = FamilyOperators(
-    family=NAME,
-    init=init_genome,
-    crossovers={"crossover_uniform": crossover_uniform, "crossover_swap": crossover_swap},
-    mutations={
-        "mutate_gaussian": mutate_gaussian,
-        "mutate_categorical": mutate_categorical,
-        "mutate_add_condition": mutate_deeper,
-        "mutate_drop_condition": mutate_shallower,
-    },
-)
+OPERATORS = FamilyOperators.named(NAME, init_genome, (crossover_uniform, crossover_swap),
+                                  (mutate_gaussian, mutate_categorical, mutate_deeper, mutate_shallower))

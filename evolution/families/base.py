@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from backtest.strategy import GenomeError, normalize_genome
+from evolution.operators import CROSSOVERS, MUTATIONS
 
 ATTEMPTS = 8
 
@@ -36,6 +37,13 @@ class FamilyOperators:
     init: Callable[..., Genome]
     crossovers: dict[str, Callable[..., tuple[Genome, Genome]]]
     mutations: dict[str, Callable[..., Genome]]
+
+    @classmethod
+    def named(cls, family: str, init: Callable[..., Genome], crossovers: tuple, mutations: tuple) -> FamilyOperators:
+        """Operators given in the order of ``operators.CROSSOVERS`` and ``operators.MUTATIONS``."""
+        if len(crossovers) != len(CROSSOVERS) or len(mutations) != len(MUTATIONS):
+            raise TypeError(f"{family}: give one function per name of {CROSSOVERS} and of {MUTATIONS}")
+        return cls(family, init, dict(zip(CROSSOVERS, crossovers)), dict(zip(MUTATIONS, mutations)))
 
 
 def valid(candidate: Any) -> dict | None:

@@ -305,14 +305,5 @@ def crossover_swap(a: Mapping, b: Mapping, rng: np.random.Generator) -> tuple[Ge
     return retry_pair(attempt, a, b)
 
 
-OPERATORS = FamilyOperators(
-    family=NAME,
-    init=init_genome,
-    crossovers={"crossover_uniform": crossover_uniform, "crossover_swap": crossover_swap},
-    mutations={
-        "mutate_gaussian": mutate_gaussian,
-        "mutate_categorical": mutate_categorical,
-        "mutate_add_condition": mutate_add_condition,
-        "mutate_drop_condition": mutate_drop_condition,
-    },
-)
+OPERATORS = FamilyOperators.named(NAME, init_genome, (crossover_uniform, crossover_swap),
+                                  (mutate_gaussian, mutate_categorical, mutate_add_condition, mutate_drop_condition))
