@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from backtest.data.sources import ExchangeMarket
 from backtest.families import DEFAULT_FAMILY, FAMILY_NAMES
@@ -228,19 +228,24 @@ class EvolutionConfig(_Model):
     evaluator_memory_mb: int = Field(256, ge=1)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
-    @model_validator(mode="after")
-    def _cross(self) -> EvolutionConfig:
-        for name, share in self.families.items():
+    @field_validator("families")
+    @classmethod
+    def _families(cls, families: dict[str, float]) -> dict[str, float]:
+        for name, share in families.items():
             if name not in FAMILY_NAMES:
                 hint = difflib.get_close_matches(name, FAMILY_NAMES, n=1)
                 raise ValueError(
-                    f"families: unknown genome family {name!r}"
+                    f"unknown genome family {name!r}"
                     + (f"; did you mean {hint[0]!r}?" if hint else f"; choose from {list(FAMILY_NAMES)}")
                 )
             if not share >= 0.0 or share == float("inf"):
-                raise ValueError(f"families: the share of {name!r} must be a finite number >= 0, got {share}")
-        if not self.families or sum(self.families.values()) <= 0:
-            raise ValueError(f"families: give at least one family with a positive share, got {self.families}")
+                raise ValueError(f"the share of {name!r} must be a finite number >= 0, got {share}")
+        if not families or sum(families.values()) <= 0:
+            raise ValueError(f"give at least one family with a positive share, e.g. {{rules: 0.8, asmbtr: 0.2}}; got {families}")
+        return families
+
+    @model_validator(mode="after")
+    def _cross(self) -> EvolutionConfig:
         if self.migration.size >= self.population:
             raise ValueError(
                 f"migration.size ({self.migration.size}) must be smaller than population ({self.population})"
