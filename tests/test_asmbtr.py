@@ -98,7 +98,8 @@ def test_the_state_table_by_hand():
     rows = reference_table(close, HAND["depth"], HAND["decay"], HAND["threshold"], HAND["min_move"])
     for (t, _move, updated, up, down, state, prediction, *_), got in zip(TABLE, rows):
         assert got[0] == updated and got[3:] == (state, prediction), t
-        assert got[1:3] == (pytest.approx(up, abs=1e-12), pytest.approx(down, abs=1e-12)) if up is not None else got[1:3] == (None, None), t
+        counts = (None, None) if up is None else (pytest.approx(up, abs=1e-12), pytest.approx(down, abs=1e-12))
+        assert got[1:3] == counts, t
     flat = [0] + [row[7] for row in TABLE]
     hold = [0] + [row[8] for row in TABLE]
     long_flat = [0] + [row[9] for row in TABLE]
