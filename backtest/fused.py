@@ -222,6 +222,20 @@ def _may_order(e, x, pos, direction):
 
 
 @njit(cache=True, nogil=True)
+def _order_bar(cash, pos, debt, free, lower, upper, e, x, c, direction, fees, slippage, sl_arg, tp_arg,
+               notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start):
+    """kernels._bar and its bookkeeping (events.book_fill) for one bar, kept out of line: the
+    per-bar walk's loop then holds only what every bar touches (measured: 1.4-1.8x faster)."""
+    old_pos = pos
+    cash, pos, debt, free, lower, upper, filled, reduced, notional, vb = _bar(
+        cash, pos, debt, free, lower, upper, e, x, c, direction, fees, slippage, sl_arg, tp_arg)
+    notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start = book_fill(
+        filled, reduced, notional, vb, cash, pos, old_pos, c, notional_sum, trades, closed, wins,
+        gross_win, gross_loss, trade_start)
+    return cash, pos, debt, free, lower, upper, notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start
+
+
+@njit(cache=True, nogil=True)
 def simulate_fold_nb(close, entry, exit_, flat, start, end, direction, fees, slippage, init_cash, sl_arg, tp_arg,
                      periods_per_year, out, bucket_bars, bucket_origin, buckets, positions):
     """Simulate one genome on [start, end) from a flat book, bar by bar, and write its metrics to out.
@@ -268,12 +282,9 @@ def simulate_fold_nb(close, entry, exit_, flat, start, end, direction, fees, sli
             x = True
             d = LONG if pos > 0.0 else SHORT
         if ((e or x) and _may_order(e, x, pos, d)) or c <= lower or c >= upper:
-            old_pos = pos
-            cash, pos, debt, free, lower, upper, filled, reduced, notional, vb = _bar(
-                cash, pos, debt, free, lower, upper, e, x, c, d, fees, slippage, sl_arg, tp_arg)
-            notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start = book_fill(
-                filled, reduced, notional, vb, cash, pos, old_pos, c, notional_sum, trades, closed, wins,
-                gross_win, gross_loss, trade_start)
+            (cash, pos, debt, free, lower, upper, notional_sum, trades, closed, wins, gross_win, gross_loss,
+             trade_start) = _order_bar(cash, pos, debt, free, lower, upper, e, x, c, d, fees, slippage, sl_arg,
+                                       tp_arg, notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start)
         if want_positions:
             positions[t] = 1 if pos > 0.0 else (-1 if pos < 0.0 else 0)
         if pos != 0.0:
