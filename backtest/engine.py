@@ -8,21 +8,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest import events, fused, kernels
+from backtest import events, kernels
 from backtest.allocator import tune_allocator
+from backtest.data.frame import COLUMNS, OHLCV, DataValidationError, validate
+from backtest.families import family_name, family_of, get_family
+from backtest.families.base import GenomeError
 from backtest.indicators import fill_indicator_table
 from backtest.metrics import METRIC_INDEX, METRIC_NAMES, periods_per_year
-from backtest.strategy import (
-    EncodedPopulation,
-    GenomeError,
-    encode_population,
-    indicator_key,
-    indicators_used,
-    normalize_genome,
-    normalized_strategy_id,
-)
+from backtest.strategy import normalize_genome, normalized_strategy_id
 
-DIRECTIONS = {"longonly": kernels.LONG, "shortonly": kernels.SHORT, "both": kernels.BOTH}
+#: simulate()'s ``direction`` argument -> kernel code (a genome's direction is families.base.GENOME_DIRECTIONS)
+SIMULATE_DIRECTIONS = {"longonly": kernels.LONG, "shortonly": kernels.SHORT, "both": kernels.BOTH}
 
 
 # ---------------------------------------------------------------- input checks
@@ -157,8 +153,8 @@ def simulate(
         raise ValueError(f"close has {close.shape[0]} bars but entries/exits have {n_bars}; pass arrays over the same bars")
     if close.shape[1] not in (1, n_cols):
         raise ValueError(f"close has {close.shape[1]} columns but entries/exits have {n_cols}; pass close as (T,) or (T, {n_cols})")
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction: expected one of {sorted(DIRECTIONS)}, got {direction!r}")
+    if direction not in SIMULATE_DIRECTIONS:
+        raise ValueError(f"direction: expected one of {sorted(SIMULATE_DIRECTIONS)}, got {direction!r}")
     fees = _check_fraction("fees", fees)
     slippage = _check_fraction("slippage", slippage)
     _check_init_cash(init_cash)
@@ -168,7 +164,7 @@ def simulate(
     entries = np.ascontiguousarray(entries)
     exits = np.ascontiguousarray(exits)
     dummy = np.empty((0, 0), dtype=np.float64)
-    inputs = (close, entries, exits, DIRECTIONS[direction], fees, slippage, float(init_cash), sl, tp)
+    inputs = (close, entries, exits, SIMULATE_DIRECTIONS[direction], fees, slippage, float(init_cash), sl, tp)
     total_return, final_value, n_trades = kernels.simulate_nb(*inputs, False, dummy)
     return SimulationResult(total_return, final_value, n_trades, inputs)
 
@@ -251,19 +247,25 @@ class EvaluationResult:
 
 
 def _chunks(genomes: list[dict], n_bars: int, memory_bytes: int, max_chunk: int):
-    """Greedy chunks whose distinct indicators fit in the memory budget."""
+    """Greedy chunks of one family each whose shared table rows (the family's ``resources``)
+    fit in the memory budget; families in order of first appearance."""
     limit = max(1, memory_bytes // (8 * max(n_bars, 1)))
-    chunk: list[int] = []
-    keys: set[str] = set()
+    by_family: dict[str, list[int]] = {}
     for i, genome in enumerate(genomes):
-        mine = {indicator_key(ind) for ind in indicators_used(genome)}
-        if chunk and (len(keys | mine) > limit or len(chunk) >= max_chunk):
-            yield chunk
-            chunk, keys = [], set()
-        chunk.append(i)
-        keys |= mine
-    if chunk:
-        yield chunk
+        by_family.setdefault(family_name(genome), []).append(i)
+    for name, members in by_family.items():
+        family = get_family(name)
+        chunk: list[int] = []
+        keys: set[str] = set()
+        for i in members:
+            mine = family.resources(genomes[i])
+            if chunk and (len(keys | mine) > limit or len(chunk) >= max_chunk):
+                yield family, chunk
+                chunk, keys = [], set()
+            chunk.append(i)
+            keys |= mine
+        if chunk:
+            yield family, chunk
 
 
 class Evaluator:
@@ -271,6 +273,9 @@ class Evaluator:
 
     An island evaluates every generation with the same Evaluator, so the table memory
     (at most ``memory_bytes``) is allocated and faulted in once, not per generation.
+    Genomes are scored in chunks of one family each (``backtest/families/``): the
+    family's ``run`` gets this Evaluator as its workspace (:meth:`indicator_table`,
+    :meth:`market_summary`).
     """
 
     def __init__(self, memory_bytes: int = 256 * 2**20, max_chunk: int = 512):
@@ -283,7 +288,8 @@ class Evaluator:
         self._summary_of: np.ndarray | None = None
         self._summary_cache = None
 
-    def _table(self, indicators, m: MarketArrays) -> np.ndarray:
+    def indicator_table(self, indicators, m: MarketArrays) -> np.ndarray:
+        """(U, T) rows of the given indicators on the market, in the kept buffer (valid until the next call)."""
         size = len(indicators) * m.close.shape[0]
         if self._buffer.shape[0] < size:
             self._buffer = np.empty(size, dtype=np.float64)
@@ -291,29 +297,13 @@ class Evaluator:
         fill_indicator_table(indicators, m.high, m.low, m.close, table)
         return table
 
-    def _summary(self, m: MarketArrays):
+    def market_summary(self, m: MarketArrays):
         """Per-market prefix sums and close blocks (events.market_summary_nb), computed once
         per market (cached by array identity)."""
         if self._summary_of is not m.close:
             self._summary_cache = events.market_summary_nb(m.close)
             self._summary_of = m.close
         return self._summary_cache
-
-    def _run(self, enc: EncodedPopulation, m: MarketArrays, folds: np.ndarray, fees, slippage, init_cash,
-             ppy, bucket_bars, bucket_origin, n_buckets, positions_out=None):
-        table = self._table(enc.indicators, m)
-        n = enc.lhs.shape[0]
-        metrics = np.full((n, folds.shape[0], kernels.N_METRICS), np.nan)
-        buckets = np.ones((n, n_buckets)) if bucket_bars > 0 else np.ones((0, 0))
-        pos = positions_out if positions_out is not None else np.empty(0, dtype=np.int8)
-        prefix, blocks = self._summary(m)
-        fused.population_nb(
-            m.close, prefix, blocks, table, enc.lhs, enc.op, enc.rhs, enc.threshold, enc.n_conditions, enc.logic,
-            enc.direction, enc.stop_loss, enc.take_profit, np.ascontiguousarray(folds[:, 0]),
-            np.ascontiguousarray(folds[:, 1]), fees, slippage, init_cash, ppy, metrics, bucket_bars,
-            bucket_origin, buckets, pos,
-        )
-        return metrics, buckets
 
     def evaluate(
         self,
@@ -367,12 +357,12 @@ class Evaluator:
         n_buckets = -(-(int(fr[-1, 1]) - origin) // bucket_bars) if bucket_bars > 0 else 0
         buckets = np.full((n, n_buckets), np.nan) if bucket_bars > 0 else None
         unique_genomes = [normalized_genomes[i] for i in unique_idx]
-        for chunk in _chunks(unique_genomes, n_bars, self.memory_bytes, self.max_chunk):
+        for family, chunk in _chunks(unique_genomes, n_bars, self.memory_bytes, self.max_chunk):
             idx = [unique_idx[c] for c in chunk]
-            enc = encode_population([normalized_genomes[i] for i in idx])
             try:
-                chunk_metrics, chunk_buckets = self._run(
-                    enc, m, fr, fees, slippage, float(init_cash), ppy, bucket_bars, origin, n_buckets
+                chunk_metrics, chunk_buckets = family.run(
+                    [normalized_genomes[i] for i in idx], self, m, fr, fees, slippage, float(init_cash), ppy,
+                    bucket_bars, origin, n_buckets,
                 )
             except Exception as exc:  # pragma: no cover - a kernel failure marks the chunk, never aborts
                 for i in idx:
@@ -421,56 +411,39 @@ def evaluate(
 # ---------------------------------------------------------------- positions
 
 
-_CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
-
-
 def _candles_arrays(candles: Any) -> MarketArrays:
-    if isinstance(candles, pd.DataFrame):
-        missing = [c for c in _CANDLE_COLUMNS if c not in candles.columns]
-        if missing:
-            raise ValueError(f"candles: missing columns {missing}; expected {list(_CANDLE_COLUMNS)}")
-        rows = candles[list(_CANDLE_COLUMNS)].to_numpy()
-    else:
-        if hasattr(candles, "close") and hasattr(candles, "timestamp"):
-            return market_arrays(candles)
-        try:
-            rows = np.asarray(candles, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(
-                "candles: expected a DataFrame with columns timestamp/open/high/low/close/volume or "
-                "rows [[ts_ms, open, high, low, close, volume], ...] of numbers"
-            ) from None
-    if rows.ndim != 2 or rows.shape[1] != 6 or rows.shape[0] == 0:
-        raise ValueError(f"candles: expected rows of [ts_ms, open, high, low, close, volume]; got shape {rows.shape}")
+    """Candles checked by the data layer (backtest.data.frame: the same rules and messages as
+    every loader), without its regular-grid rule: a feed's candles may have gaps."""
+    if isinstance(candles, OHLCV) or (hasattr(candles, "close") and hasattr(candles, "timestamp")):
+        return market_arrays(candles)
     try:
-        rows = rows.astype(np.float64)
+        if isinstance(candles, pd.DataFrame):
+            bars = validate(candles, regular=False)
+        else:
+            rows = _candle_rows(candles)
+            bars = validate(pd.DataFrame(rows, columns=list(COLUMNS)), regular=False)
+    except DataValidationError as exc:
+        raise ValueError(f"candles: {exc}") from None
+    return market_arrays(bars)
+
+
+def _candle_rows(candles: Any) -> np.ndarray:
+    try:
+        rows = np.asarray(candles, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError("candles: every value must be a number") from None
-    if not np.isfinite(rows).all():
-        r = int(np.argwhere(~np.isfinite(rows))[0, 0])
-        raise ValueError(f"candles: row {r} holds a NaN or infinite value")
-    ts = rows[:, 0]
-    if (ts != np.floor(ts)).any():
-        raise ValueError("candles: timestamps must be integer milliseconds")
-    ts = ts.astype(np.int64)
-    if rows.shape[0] > 1 and (np.diff(ts) <= 0).any():
-        r = int(np.argwhere(np.diff(ts) <= 0)[0, 0]) + 1
-        raise ValueError(f"candles: timestamps must be strictly increasing (oldest first); row {r} is not")
-    prices = rows[:, 1:5]
-    if (prices <= 0).any():
-        r = int(np.argwhere(prices <= 0)[0, 0])
-        raise ValueError(f"candles: row {r} has a non-positive price")
-    if (rows[:, 2] < rows[:, 3]).any():
-        r = int(np.argwhere(rows[:, 2] < rows[:, 3])[0, 0])
-        raise ValueError(f"candles: row {r} has high below low")
-    interval = int(np.median(np.diff(ts))) if ts.shape[0] > 1 else 60_000
-    return MarketArrays(ts, np.ascontiguousarray(rows[:, 2]), np.ascontiguousarray(rows[:, 3]),
-                        np.ascontiguousarray(rows[:, 4]), interval)
+        raise ValueError(
+            f"candles: expected a DataFrame with columns {'/'.join(COLUMNS)} or rows "
+            "[[ts_ms, open, high, low, close, volume], ...] of numbers"
+        ) from None
+    if rows.ndim != 2 or rows.shape[1] != len(COLUMNS) or rows.shape[0] == 0:
+        raise ValueError(f"candles: expected rows of [ts_ms, open, high, low, close, volume]; got shape {rows.shape}")
+    return rows
 
 
 def positions(genome: Any, candles: Any) -> np.ndarray:
     """Target positions -1/0/1 at the close of each bar (T,), using bars up to that bar only.
 
+    ``genome``: any registered family's genome (``family`` defaults to ``rules``).
     ``candles``: a DataFrame with columns timestamp, open, high, low, close, volume, or
     ccxt-style rows ``[[ts_ms, open, high, low, close, volume], ...]`` oldest first.
     The same positions the backtest holds (stops included), so the backtest, shadow
@@ -478,33 +451,19 @@ def positions(genome: Any, candles: Any) -> np.ndarray:
     """
     g = normalize_genome(genome)
     m = _candles_arrays(candles)
-    enc = encode_population([g])
     out = np.zeros(m.close.shape[0], dtype=np.int8)
     no_folds = np.empty((0, 2), dtype=np.int64)
-    Evaluator(memory_bytes=8 * len(enc.indicators) * m.close.shape[0] + 8)._run(
-        enc, m, no_folds, 0.0, 0.0, 1.0, periods_per_year(m.interval_ms), 0, 0, 0, out
-    )
+    family_of(g).run([g], Evaluator(), m, no_folds, 0.0, 0.0, 1.0, periods_per_year(m.interval_ms), 0, 0, 0, out)
     return out.astype(np.int64)
 
 
 def signals(genome: Any, candles: Any) -> tuple[np.ndarray, np.ndarray]:
     """Entry and exit signals (bool (T,) each) of a genome on bars, as the kernels see them.
 
-    Feed them to :func:`simulate` with the genome's direction ("long" -> "longonly",
-    "short" -> "shortonly") and stops to reproduce what :func:`evaluate` scores.
+    Feed them to :func:`simulate` with ``direction=SIMULATE_DIRECTION_OF[genome["direction"]]``
+    (``backtest.families.base``: "long" -> "longonly", "short" -> "shortonly") and the
+    genome's stops to reproduce what :func:`evaluate` scores. A family whose positions
+    entry/exit signals cannot express raises GenomeError saying so.
     """
     g = normalize_genome(genome)
-    m = _candles_arrays(candles)
-    enc = encode_population([g])
-    n = m.close.shape[0]
-    table = Evaluator(memory_bytes=8 * len(enc.indicators) * n + 8)._table(enc.indicators, m)
-    entries = np.empty(n, dtype=np.bool_)
-    exits = np.empty(n, dtype=np.bool_)
-    for block, out in ((0, entries), (1, exits)):
-        fused.block_signals_nb(table, enc.lhs[0, block], enc.op[0, block], enc.rhs[0, block],
-                               enc.threshold[0, block], enc.n_conditions[0, block],
-                               enc.logic[0, block] == 0, n, out)
-    return entries, exits
-
-
-GENOME_DIRECTION = {"long": "longonly", "short": "shortonly", "both": "both"}
+    return family_of(g).signals(g, Evaluator(), _candles_arrays(candles))

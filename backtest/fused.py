@@ -1,4 +1,4 @@
-"""The fused population kernel: genome -> signals -> simulation -> metrics, per genome.
+"""The rules family's fused population kernel: genome -> signals -> simulation -> metrics.
 
 Per genome, each condition is one tight loop over two indicator rows (or a row and a
 threshold) combined into entry and exit buffers of T bytes, reused across genomes; then
@@ -12,6 +12,7 @@ from numba import njit
 
 from backtest.events import add_bucket, add_return, book_fill, simulate_fold_events_nb
 from backtest.kernels import (
+    LONG,
     M_CAGR,
     M_CALMAR,
     M_EXPOSURE,
@@ -27,6 +28,7 @@ from backtest.kernels import (
     M_TOTAL_RETURN,
     M_TURNOVER,
     M_WIN_RATE,
+    SHORT,
     _bar,
 )
 
@@ -205,10 +207,44 @@ def block_signals_nb(table, lhs, op, rhs, thr, n_cond, use_and, n, buf):
                 _cross_threshold_loop(a, thr[k], o == OP_CROSS_ABOVE, n, first, use_and, buf)
 
 
+@njit(inline="always")
+def _may_order(e, x, pos, direction):
+    """False when kernels._bar would place no order on these signals whatever the price (a
+    signal the book already follows, or conflicting ones): level signals, which repeat
+    every bar, then cost no call."""
+    if e == x:
+        return False  # conflicting signals are ignored (none at all: nothing to do)
+    if direction == LONG:
+        return pos == 0.0 if e else pos > 0.0
+    if direction == SHORT:
+        return pos == 0.0 if e else pos < 0.0
+    return pos <= 0.0 if e else pos >= 0.0
+
+
 @njit(cache=True, nogil=True)
-def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage, init_cash, sl_arg, tp_arg,
+def _order_bar(cash, pos, debt, free, lower, upper, e, x, c, direction, fees, slippage, sl_arg, tp_arg,
+               notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start):
+    """kernels._bar and its bookkeeping (events.book_fill) for one bar, kept out of line: the
+    per-bar walk's loop then holds only what every bar touches (measured: 1.4-1.8x faster)."""
+    old_pos = pos
+    cash, pos, debt, free, lower, upper, filled, reduced, notional, vb = _bar(
+        cash, pos, debt, free, lower, upper, e, x, c, direction, fees, slippage, sl_arg, tp_arg)
+    notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start = book_fill(
+        filled, reduced, notional, vb, cash, pos, old_pos, c, notional_sum, trades, closed, wins,
+        gross_win, gross_loss, trade_start)
+    return cash, pos, debt, free, lower, upper, notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start
+
+
+@njit(cache=True, nogil=True)
+def simulate_fold_nb(close, entry, exit_, flat, start, end, direction, fees, slippage, init_cash, sl_arg, tp_arg,
                      periods_per_year, out, bucket_bars, bucket_origin, buckets, positions):
-    """Simulate one genome on [start, end) from a flat book and write its metrics to out."""
+    """Simulate one genome on [start, end) from a flat book, bar by bar, and write its metrics to out.
+
+    The reference for events.simulate_fold_events_nb (the tests hold them to the same
+    metrics), and the walk of families whose signals change on most bars (asmbtr).
+    ``flat`` (bool (T,), or empty for none): a bar where it is set closes an open position
+    whatever the direction (as an exit signal of longonly / shortonly would), unless a stop
+    or the bar's entry/exit signal acts first."""
     cash = init_cash
     free = init_cash
     pos = 0.0
@@ -235,18 +271,20 @@ def simulate_fold_nb(close, entry, exit_, start, end, direction, fees, slippage,
     seg_value = init_cash
     want_buckets = bucket_bars > 0
     want_positions = positions.shape[0] > 0
+    has_flat = flat.shape[0] > 0
     value = init_cash
     for t in range(start, end):
         c = close[t]
         e = entry[t]
         x = exit_[t]
-        if e or x or c <= lower or c >= upper:
-            old_pos = pos
-            cash, pos, debt, free, lower, upper, filled, reduced, notional, vb = _bar(
-                cash, pos, debt, free, lower, upper, e, x, c, direction, fees, slippage, sl_arg, tp_arg)
-            notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start = book_fill(
-                filled, reduced, notional, vb, cash, pos, old_pos, c, notional_sum, trades, closed, wins,
-                gross_win, gross_loss, trade_start)
+        d = direction
+        if has_flat and flat[t] and pos != 0.0 and not (e or x):
+            x = True
+            d = LONG if pos > 0.0 else SHORT
+        if ((e or x) and _may_order(e, x, pos, d)) or c <= lower or c >= upper:
+            (cash, pos, debt, free, lower, upper, notional_sum, trades, closed, wins, gross_win, gross_loss,
+             trade_start) = _order_bar(cash, pos, debt, free, lower, upper, e, x, c, d, fees, slippage, sl_arg,
+                                       tp_arg, notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start)
         if want_positions:
             positions[t] = 1 if pos > 0.0 else (-1 if pos < 0.0 else 0)
         if pos != 0.0:

@@ -4,6 +4,9 @@
 (b) population path: 100 SMA-crossover genomes (fast 5..104, slow = 3 x fast) vs vectorbt
     MA.run + ma_crossed_above/below + from_signals + total_return on the same windows.
 (c) memory: 1,000 random genomes on 1,000,000 bars, peak resident memory (separate process).
+(d) the asmbtr family's population path: 100 asmbtr genomes (depth 1..12, both directions, stops
+    on half) on the same bars, beside the rules figure of (b), and a plain Python/numpy reference
+    of the same state table + position rule (no simulation costs, a few genomes on fewer bars).
 
 Single-threaded (NUMBA_NUM_THREADS=1). Run: make bench  (or python benchmarks/bench_backtest.py)
 """
@@ -79,7 +82,7 @@ def bench_population(n_bars: int, repeat: int) -> dict:
     import vectorbt as vbt
 
     from backtest import Evaluator, evaluate
-    from backtest.strategy import sma_crossover_genome
+    from backtest.families.rules import sma_crossover_genome
 
     close = gbm(n_bars, 2)
     ts = np.arange(n_bars, dtype=np.int64) * 60_000
@@ -113,6 +116,7 @@ def bench_population(n_bars: int, repeat: int) -> dict:
         return pf.total_return().values
 
     ours(), ours_cold(), theirs()
+    trades = float(evaluator.evaluate(genomes, Market, None).metric("n_trades").mean())
     t_ours = best_of(ours, repeat)
     t_cold = best_of(ours_cold, repeat)
     t_vbt = best_of(theirs, max(1, repeat // 2))
@@ -124,14 +128,82 @@ def bench_population(n_bars: int, repeat: int) -> dict:
         "cold_ns": t_cold / cells * 1e9,
         "vbt_ns": t_vbt / cells * 1e9,
         "max_rel_diff": float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b)))),
+        "trades_per_bar": trades / n_bars,
     }
+
+
+def asmbtr_genomes(n: int) -> list[dict]:
+    rng = np.random.default_rng(7)
+    return [{"family": "asmbtr", "depth": 1 + i % 12, "decay": float(rng.uniform(0.8, 0.999)),
+             "threshold": float(rng.uniform(0.5, 0.7)), "min_move": 0.0 if i % 2 else 0.0005,
+             "direction": ("long", "short", "both")[i % 3], "neutral": ("flat", "hold")[(i // 3) % 2],
+             "stop_loss": 0.02 if i % 4 == 0 else None, "take_profit": 0.04 if i % 4 == 0 else None}
+            for i in range(n)]
+
+
+def reference_asmbtr_positions(close: np.ndarray, genome: dict) -> np.ndarray:
+    """The state table and target rule of backtest/families/asmbtr.py in plain Python over numpy
+    returns (no stops, no costs): the speed of writing it without a compiler."""
+    ret = np.concatenate([[0.0], close[1:] / close[:-1] - 1.0]).tolist()
+    depth, decay, thr, mm = genome["depth"], genome["decay"], genome["threshold"], genome["min_move"]
+    mask = (1 << depth) - 1
+    up = [0.0] * (mask + 1)
+    down = [0.0] * (mask + 1)
+    state = seen = target = 0
+    out = np.zeros(len(ret), dtype=np.int8)
+    for t, r in enumerate(ret):
+        if r > mm or r < -mm:
+            d = 1 if r > 0 else 0
+            if seen == depth:
+                up[state] = decay * up[state] + d
+                down[state] = decay * down[state] + 1 - d
+            else:
+                seen += 1
+            state = ((state << 1) | d) & mask
+            if seen == depth:
+                bar = thr * (up[state] + down[state])
+                target = 1 if up[state] > bar else (-1 if down[state] > bar else (target if genome["neutral"] == "hold" else 0))
+        out[t] = target
+    return out
+
+
+def bench_asmbtr(n_bars: int, repeat: int, n_genomes: int = 100) -> dict:
+    from backtest import Evaluator
+
+    close = gbm(n_bars, 2)
+    ts = np.arange(n_bars, dtype=np.int64) * 60_000
+
+    class Market:
+        timestamp = ts
+        high = close
+        low = close
+        interval_ms = 60_000
+
+    Market.close = close
+    genomes = asmbtr_genomes(n_genomes)
+    evaluator = Evaluator()
+
+    def ours():
+        return evaluator.evaluate(genomes, Market, None)
+
+    first = ours()
+    assert not first.errors
+    t_ours = best_of(ours, repeat)
+    ref_bars = min(n_bars, 20_000)
+    few = genomes[:4]
+    t0 = time.perf_counter()
+    for g in few:
+        reference_asmbtr_positions(close[:ref_bars], g)
+    t_ref = time.perf_counter() - t0
+    return {"ours_ns": t_ours / (n_bars * n_genomes) * 1e9, "reference_ns": t_ref / (ref_bars * len(few)) * 1e9,
+            "trades_per_bar": float(first.metric("n_trades").mean()) / n_bars}
 
 
 def memory_child(n_genomes: int, n_bars: int) -> None:
     import resource
 
     from backtest import evaluate
-    from backtest.strategy import random_genome
+    from evolution.families.rules import init_genome as random_genome
 
     close = gbm(n_bars, 3)
     rng = np.random.default_rng(4)
@@ -187,6 +259,14 @@ def main() -> None:
     print(f"    vectorbt MA+cross+from_signals+total_return {b['vbt_ns']:8.2f} ns per bar-strategy")
     print(f"    ratio vectorbt/ours  {b['vbt_ns'] / b['ours_ns']:8.1f}x (target >= 30x)")
     print(f"    parity: max rel diff total_return {b['max_rel_diff']:.2e}")
+
+    d = bench_asmbtr(args.bars, args.repeat)
+    print(f"(d) asmbtr population path, 100 asmbtr genomes (depth 1..12) x {args.bars:,} bars")
+    print(f"    ours Evaluator       {d['ours_ns']:8.2f} ns per bar-strategy (rules, (b): {b['ours_ns']:.2f})")
+    print(f"    trades per bar       {d['trades_per_bar']:8.4f} (rules, (b): {b['trades_per_bar']:.4f}); each order is the "
+          "same vectorbt-exact fill in both families, so a family that trades more pays more per bar")
+    print(f"    plain Python/numpy state table {d['reference_ns']:8.2f} ns per bar-strategy (positions only, no simulation)")
+    print(f"    ratio reference/ours {d['reference_ns'] / d['ours_ns']:8.1f}x")
 
     if not args.skip_memory:
         out = subprocess.run(

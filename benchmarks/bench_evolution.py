@@ -103,6 +103,7 @@ def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: 
 
 def bench_overhead(population: int, n_bars: int, generations: int) -> dict:
     import backtest.engine as engine
+    import backtest.fused as fused
     from evolution.island import Island
     from evolution.market import resolve
 
@@ -114,7 +115,7 @@ def bench_overhead(population: int, n_bars: int, generations: int) -> dict:
     spec = resolve(config)
     island = Island(0, config, spec.market, spec.split.test_ranges())
     kernel_time = [0.0]
-    real_kernel, real_table = engine.fused.population_nb, engine.fill_indicator_table
+    real_kernel, real_table = fused.population_nb, engine.fill_indicator_table
 
     def timed(fn):
         def wrapper(*args, **kwargs):
@@ -125,7 +126,7 @@ def bench_overhead(population: int, n_bars: int, generations: int) -> dict:
                 kernel_time[0] += time.perf_counter() - t0
         return wrapper
 
-    engine.fused.population_nb = timed(real_kernel)
+    fused.population_nb = timed(real_kernel)
     engine.fill_indicator_table = timed(real_table)
     rows = []
     try:
@@ -137,7 +138,7 @@ def bench_overhead(population: int, n_bars: int, generations: int) -> dict:
             wall = time.perf_counter() - t0
             rows.append({"generation": g, "seconds": wall, "kernel_seconds": kernel_time[0], "evaluated": evaluated})
     finally:
-        engine.fused.population_nb, engine.fill_indicator_table = real_kernel, real_table
+        fused.population_nb, engine.fill_indicator_table = real_kernel, real_table
     wall = sum(r["seconds"] for r in rows)
     kernel = sum(r["kernel_seconds"] for r in rows)
     return {"population": population, "n_bars": n_bars, "generations": rows,
@@ -146,8 +147,8 @@ def bench_overhead(population: int, n_bars: int, generations: int) -> dict:
 
 def bench_ga_vs_random(seeds: list[int], n_bars: int, population: int, generations: int) -> dict:
     from backtest import Evaluator
+    from evolution.families import init_genome
     from evolution.fitness import objectives, summarize
-    from evolution.operators import init_genome
     from evolution.pools import LocalPool
     from evolution.runner import execute, plan
 

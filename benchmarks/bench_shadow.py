@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 def genomes(n: int) -> list[dict]:
     from backtest.data import PlantedEdge, planted_edge_genome
-    from backtest.strategy import sma_crossover_genome
+    from backtest.families.rules import sma_crossover_genome
 
     found = [planted_edge_genome(PlantedEdge())]
     fast = 5

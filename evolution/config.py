@@ -20,17 +20,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from backtest.data.sources import ExchangeMarket
+from backtest.families import DEFAULT_FAMILY, FAMILY_NAMES
 from backtest.metrics import METRIC_NAMES
 from backtest.tracking_names import DEFAULT_EXPERIMENT, DEFAULT_REGISTERED_MODEL
 from evolution.lineage.tracking import check_scheme
+from evolution.operators import CROSSOVERS, MUTATIONS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 #: metrics that are better when smaller; every other objective is maximized
 MINIMIZED = frozenset({"max_drawdown", "turnover"})
 OBJECTIVE_NAMES = tuple(n for n in METRIC_NAMES if n not in ("n_bars", "final_value", "skew", "kurtosis"))
-MUTATIONS = ("mutate_gaussian", "mutate_categorical", "mutate_add_condition", "mutate_drop_condition")
-CROSSOVERS = ("crossover_uniform", "crossover_swap")
+DEFAULT_FAMILIES = {DEFAULT_FAMILY: 1.0}
 
 
 class ConfigError(ValueError):
@@ -89,12 +90,8 @@ class MigrationConfig(_Model):
 class OperatorConfig(_Model):
     crossover_probability: float = Field(0.5, ge=0.0, le=1.0, description="share of offspring made by crossover")
     mutation_probability: float = Field(0.5, ge=0.0, le=1.0, description="share made by mutation (rest: copies)")
-    crossover_weights: dict[Literal["crossover_uniform", "crossover_swap"], float] = Field(
-        default_factory=lambda: {"crossover_uniform": 1.0, "crossover_swap": 1.0}
-    )
-    mutation_weights: dict[
-        Literal["mutate_gaussian", "mutate_categorical", "mutate_add_condition", "mutate_drop_condition"], float
-    ] = Field(
+    crossover_weights: dict[Literal[CROSSOVERS], float] = Field(default_factory=lambda: dict.fromkeys(CROSSOVERS, 1.0))
+    mutation_weights: dict[Literal[MUTATIONS], float] = Field(
         default_factory=lambda: {
             "mutate_gaussian": 3.0,
             "mutate_categorical": 2.0,
@@ -252,10 +249,31 @@ class EvolutionConfig(_Model):
     walk_forward: WalkForwardConfig = Field(default_factory=WalkForwardConfig)
     costs: CostConfig = Field(default_factory=CostConfig)
     gates: GateConfig = Field(default_factory=GateConfig)
+    families: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_FAMILIES),
+        description="share of each genome family (backtest/families/) in the random initial population, e.g. "
+                    "{rules: 0.8, asmbtr: 0.2}; offspring keep their parents' family (crossover mates within one)",
+    )
     hall_of_fame: int = Field(10, ge=1, le=1000, description="best distinct trials kept and judged by the gates")
     evaluator_memory_mb: int = Field(256, ge=1)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, families: dict[str, float]) -> dict[str, float]:
+        for name, share in families.items():
+            if name not in FAMILY_NAMES:
+                hint = difflib.get_close_matches(name, FAMILY_NAMES, n=1)
+                raise ValueError(
+                    f"unknown genome family {name!r}"
+                    + (f"; did you mean {hint[0]!r}?" if hint else f"; choose from {list(FAMILY_NAMES)}")
+                )
+            if not share >= 0.0 or share == float("inf"):
+                raise ValueError(f"the share of {name!r} must be a finite number >= 0, got {share}")
+        if not families or sum(families.values()) <= 0:
+            raise ValueError(f"give at least one family with a positive share, e.g. {{rules: 0.8, asmbtr: 0.2}}; got {families}")
+        return families
 
     @model_validator(mode="after")
     def _cross(self) -> EvolutionConfig:
@@ -268,8 +286,11 @@ class EvolutionConfig(_Model):
     # ------------------------------------------------------------------ identity
 
     def search_dict(self) -> dict:
-        """The part of the config that determines the result (everything but runtime and tracking)."""
-        return self.model_dump(mode="json", exclude={"runtime", "tracking"})
+        """The part of the config that determines the result (everything but runtime and tracking).
+        The default ``families`` (rules only) is left out, so a config that does not name families
+        keeps the config_id (and run ids) it had before they existed."""
+        exclude = {"runtime", "tracking"} | ({"families"} if self.families == DEFAULT_FAMILIES else set())
+        return self.model_dump(mode="json", exclude=exclude)
 
     @property
     def config_id(self) -> str:

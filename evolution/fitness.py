@@ -21,17 +21,13 @@ import numpy as np
 
 from backtest.metrics import METRIC_INDEX, METRIC_NAMES
 from evolution.config import MINIMIZED
+from evolution.jsonable import finite_or_none
 
 WORST = 1e9
 MEAN_METRICS = ("sharpe", "sortino", "calmar", "cagr", "win_rate", "profit_factor", "exposure", "turnover")
 SUMMARY_NAMES = ("sharpe", "total_return", "max_drawdown", "n_trades") + tuple(
     m for m in MEAN_METRICS if m != "sharpe"
 )
-
-
-def _clean(value: float) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def summarize(fold_metrics: np.ndarray) -> dict[str, float | None]:
@@ -41,11 +37,11 @@ def summarize(fold_metrics: np.ndarray) -> dict[str, float | None]:
         for name in MEAN_METRICS:
             column = fold_metrics[:, METRIC_INDEX[name]]
             finite = column[np.isfinite(column)]
-            out[name] = _clean(finite.mean()) if finite.size else None
+            out[name] = finite_or_none(finite.mean()) if finite.size else None
         tr = fold_metrics[:, METRIC_INDEX["total_return"]]
-        out["total_return"] = _clean(np.prod(1.0 + tr) - 1.0)
-        out["max_drawdown"] = _clean(np.max(fold_metrics[:, METRIC_INDEX["max_drawdown"]]))
-        out["n_trades"] = _clean(np.sum(fold_metrics[:, METRIC_INDEX["n_trades"]]))
+        out["total_return"] = finite_or_none(np.prod(1.0 + tr) - 1.0)
+        out["max_drawdown"] = finite_or_none(np.max(fold_metrics[:, METRIC_INDEX["max_drawdown"]]))
+        out["n_trades"] = finite_or_none(np.sum(fold_metrics[:, METRIC_INDEX["n_trades"]]))
     return {name: out[name] for name in SUMMARY_NAMES}
 
 
@@ -105,5 +101,5 @@ def fold_columns(fold_metrics: np.ndarray | None, n_folds: int) -> dict[str, lis
     if fold_metrics is None:
         return {f"fold_{name}": None for name in METRIC_NAMES}
     return {
-        f"fold_{name}": [_clean(v) for v in fold_metrics[:, METRIC_INDEX[name]]] for name in METRIC_NAMES
+        f"fold_{name}": [finite_or_none(v) for v in fold_metrics[:, METRIC_INDEX[name]]] for name in METRIC_NAMES
     }

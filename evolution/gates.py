@@ -21,8 +21,6 @@ A hall-of-fame member is promoted when all of these hold:
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
@@ -30,15 +28,11 @@ from backtest import Evaluator
 from backtest.metrics import METRIC_INDEX
 from backtest.validation import dsr_from_returns, probability_of_backtest_overfitting
 from evolution.config import EvolutionConfig
+from evolution.jsonable import finite_or_none as _clean
 from evolution.market import MarketSpec
 
 HOLDOUT_NAMES = ("sharpe", "total_return", "max_drawdown", "n_trades", "sortino", "win_rate",
                  "profit_factor", "exposure", "cagr", "calmar", "turnover")
-
-
-def _clean(value) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def per_period_sharpe(returns: np.ndarray) -> float | None:

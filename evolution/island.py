@@ -1,6 +1,6 @@
 """One island: a population evolving by NSGA-II (or tournament) selection and our plain-data operators.
 
-:class:`Island` is the in-process implementation; ``evolution.ray_islands.RayIsland`` is
+:class:`Island` is the in-process implementation; ``RayIsland`` in ``evolution/pools.py`` is
 the same class behind ``ray.remote``. Both have the same interface:
 
 * ``step(generation) -> list[row]``: make and score one generation (generation 0 is the
@@ -14,6 +14,11 @@ All randomness of generation g on island i comes from
 ``SeedSequence(seed, spawn_key=(i, g))``, i.e. the root sequence spawned per island and
 per generation, so replaying a generation from a checkpoint gives the same bytes.
 An individual is plain data: ``{"strategy_id", "genome", "fitness", "walk_forward"}``.
+
+An island may hold several genome families (``config.families``: their shares in the random
+initial population). Offspring keep their family: a crossover whose second parent is of
+another family mates the first with the next selected parent of its own family, or, when
+there is none, copies it unchanged (operator ``reproduction``).
 """
 from __future__ import annotations
 
@@ -25,11 +30,13 @@ from typing import Any
 import numpy as np
 
 from backtest import Evaluator
+from backtest.families import family_name
 from backtest.strategy import canonical_json, canonical_text_and_id, normalized_strategy_id
 from evolution import fitness as fit
 from evolution import nsga
 from evolution.config import EvolutionConfig
-from evolution.operators import CROSSOVER_FUNCTIONS, MUTATION_FUNCTIONS, init_genome
+from evolution.families import crossover, init_genome, mutate
+from evolution.operators import INIT, MIGRATION, REPRODUCTION
 from evolution.telemetry import record_island
 
 REDRAWS = 4  # attempts to make an offspring this island has not seen yet
@@ -130,15 +137,18 @@ class Island:
 
     def _initial(self, rng) -> list[dict]:
         out, ids = [], set()
+        families, cdf = _cdf({name: share for name, share in self.config.families.items() if share > 0})
         for _ in range(self.config.population * REDRAWS):
             if len(out) == self.config.population:
                 break
-            genome = init_genome(rng, self.config.operators.max_conditions)
+            # one family draws nothing from rng: a rules-only run makes the genomes it always made
+            family = families[int(cdf.searchsorted(rng.random(), side="right"))] if len(families) > 1 else families[0]
+            genome = init_genome(rng, self.config.operators.max_conditions, family)
             sid = normalized_strategy_id(genome)
             if sid in ids:
                 continue
             ids.add(sid)
-            out.append({"strategy_id": sid, "genome": genome, "operator": "init", "parents": []})
+            out.append({"strategy_id": sid, "genome": genome, "operator": INIT, "parents": []})
         return out
 
     def _offspring(self, rng) -> list[dict]:
@@ -157,20 +167,21 @@ class Island:
                 u = rng.random()
                 if u < ops.crossover_probability:
                     name = cx_names[int(cx_cdf.searchsorted(rng.random(), side="right"))]
-                    kwargs = {}
-                    genome, _ = CROSSOVER_FUNCTIONS[name](a["genome"], b["genome"], rng, **kwargs)
-                    lineage = [a["strategy_id"], b["strategy_id"]]
+                    b = _mate(a, b, parents, cursor)
+                    if b is None:  # no partner of a's family: a passes through
+                        name, genome, lineage = REPRODUCTION, a["genome"], [a["strategy_id"]]
+                    else:
+                        genome, _ = crossover(name, a["genome"], b["genome"], rng)
+                        lineage = [a["strategy_id"], b["strategy_id"]]
                 elif u < ops.crossover_probability + ops.mutation_probability:
                     name = mut_names[int(mut_cdf.searchsorted(rng.random(), side="right"))]
                     if name == "mutate_gaussian":
-                        genome = MUTATION_FUNCTIONS[name](
-                            a["genome"], rng, sigma=ops.gaussian_sigma, indpb=ops.gene_probability
-                        )
+                        genome = mutate(name, a["genome"], rng, sigma=ops.gaussian_sigma, indpb=ops.gene_probability)
                     else:
-                        genome = MUTATION_FUNCTIONS[name](a["genome"], rng)
+                        genome = mutate(name, a["genome"], rng)
                     lineage = [a["strategy_id"]]
                 else:
-                    name, genome, lineage = "reproduction", a["genome"], [a["strategy_id"]]
+                    name, genome, lineage = REPRODUCTION, a["genome"], [a["strategy_id"]]
                 text, sid = canonical_text_and_id(genome)  # the text is the trial log's genome column
                 child = {"strategy_id": sid, "genome": genome, "operator": name, "parents": lineage,
                          "canonical": text}
@@ -288,7 +299,7 @@ class Island:
                 self._remember(ind["strategy_id"], {"fitness": list(ind["fitness"]),
                                                     "walk_forward": dict(ind["walk_forward"])})
             rows.append(
-                _row({**ind, "operator": "migration", "parents": [ind["strategy_id"]]}, self.index, generation,
+                _row({**ind, "operator": MIGRATION, "parents": [ind["strategy_id"]]}, self.index, generation,
                      ind["fitness"], ind["walk_forward"], None, False)
                 | {"migrated_from": int(ind["from_island"])}
                 | fit.fold_columns(None, self.folds.shape[0]) | {"oos_returns": None}
@@ -303,6 +314,15 @@ def apply_state_delta(before: dict | None, delta: dict) -> dict:
     seen.update(delta["seen_added"])
     return {"island": delta["island"], "generation": delta["generation"], "population": delta["population"],
             "seen": seen}
+
+
+def _mate(a: dict, b: dict, parents: list[dict], cursor: int) -> dict | None:
+    """a's crossover partner: b when it is of a's family, else the first selected parent from
+    ``cursor`` on that is (None: there is none). Draws nothing: the stream stays the same."""
+    family = family_name(a["genome"])
+    if family_name(b["genome"]) == family:
+        return b
+    return next((p for p in parents[cursor:] if family_name(p["genome"]) == family), None)
 
 
 def _individual(ind: dict) -> dict:

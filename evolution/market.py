@@ -1,11 +1,8 @@
 """The run's market and folds, resolved and validated before Ray starts."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from backtest.data import OHLCV, PlantedEdge, load, synthetic_market
 from backtest.validation import Split, walk_forward_split
@@ -17,14 +14,7 @@ class MarketSpec:
     market: OHLCV
     split: Split
     source: dict  # what the market is, for result.json
-    fingerprint: str  # hash of the arrays: a resumed run must see the same bars
-
-
-def fingerprint(market: OHLCV) -> str:
-    h = hashlib.sha256()
-    for name in ("timestamp", "open", "high", "low", "close", "volume"):
-        h.update(np.ascontiguousarray(getattr(market, name)).tobytes())
-    return h.hexdigest()[:16]
+    fingerprint: str  # OHLCV.fingerprint() (first 16 characters): a resumed run must see the same bars
 
 
 def load_market(config: EvolutionConfig, data_path: str | Path | None = None) -> OHLCV:
@@ -106,4 +96,4 @@ def resolve(config: EvolutionConfig, data_path: str | Path | None = None) -> Mar
                 "use more data, or lower those settings"
             )
         raise ConfigError(problem)
-    return MarketSpec(market, split, market_source(config, data_path), fingerprint(market))
+    return MarketSpec(market, split, market_source(config, data_path), market.fingerprint()[:16])

@@ -38,6 +38,7 @@ from evolution.config import ConfigError, EvolutionConfig, parse_config
 from evolution.fitness import weights
 from evolution.gates import judge
 from evolution.island import apply_state_delta
+from evolution.jsonable import jsonable as _clean
 from evolution.market import MarketSpec, resolve
 from evolution.pools import IslandLost
 from evolution.telemetry import record_error, record_generation, record_result
@@ -379,21 +380,6 @@ def pareto_front(ranked: pd.DataFrame, config: EvolutionConfig, limit: int = 50)
             if len(front) == limit:
                 break
     return front
-
-
-def _clean(value):
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def build_result(run: RunPlan, on_hall_of_fame: Callable[[list[dict]], None] | None = None) -> dict:

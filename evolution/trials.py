@@ -11,9 +11,10 @@ strategy_id        content hash of the canonical genome
 island             island that evaluated (or received, for migrations) the genome
 generation         0 = random initial population
 parents            list of parent strategy ids ([] for init)
-operator           init, crossover_uniform, crossover_swap, mutate_gaussian, mutate_categorical,
-                   mutate_add_condition, mutate_drop_condition, reproduction, migration
-genome             canonical JSON text of the genome
+operator           one of evolution.operators.OPERATOR_NAMES (init, the crossovers, the
+                   mutations, reproduction, migration)
+genome             canonical JSON text of the genome (its ``family`` key names a family other
+                   than the default ``rules``)
 error              null, or why the evaluation failed (the genome got the worst fitness)
 evaluated          false for migration rows (metrics copied from the sending island)
 migrated_from      sending island for migration rows, else null

@@ -112,7 +112,7 @@ def _warm_up_kernels() -> None:
     """Load the compiled positions kernels before the first request (from the numba cache)."""
     from backtest import positions
     from backtest.data import synthetic_market
-    from backtest.strategy import sma_crossover_genome
+    from backtest.families.rules import sma_crossover_genome
 
     positions(sma_crossover_genome(5, 20, "both"), synthetic_market(64, seed=0).to_rows())
 

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 import mlflow
+from backtest.data.frame import COLUMNS as CANDLE_COLUMNS
 from backtest.tracking_names import GENOME_ARTIFACT
 
-CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 SIGNAL_COLUMN = "signal"
 
 

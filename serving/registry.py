@@ -56,6 +56,7 @@ from backtest.tracking_names import (  # noqa: F401  (names serving's modules im
     stage_event_value,
 )
 from backtest.tracking_names import DEFAULT_REGISTERED_MODEL as DEFAULT_MODEL_NAME
+
 PARENT_RUN_TAG = "mlflow.parentRunId"
 COSTS_FEES_PARAM = "costs.fees"
 COSTS_SLIPPAGE_PARAM = "costs.slippage"

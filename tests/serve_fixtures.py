@@ -24,7 +24,7 @@ from mlflow_server import MlflowServer, free_port
 
 from backtest import strategy_id
 from backtest.data import PlantedEdge, planted_edge_genome, synthetic_market
-from backtest.strategy import sma_crossover_genome
+from backtest.families.rules import sma_crossover_genome
 from serving.app_config import TOKEN_ENV
 
 MODEL_CODE = Path(__file__).resolve().parents[1] / "serving" / "model.py"

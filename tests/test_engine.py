@@ -9,9 +9,10 @@ from hypothesis import strategies as st
 
 from backtest import Evaluator, evaluate, positions, signals, simulate
 from backtest.data import PlantedEdge, planted_edge_genome, synthetic_market
-from backtest.engine import GENOME_DIRECTION
+from backtest.families.base import SIMULATE_DIRECTION_OF
+from backtest.families.rules import sma_crossover_genome
 from backtest.metrics import METRIC_NAMES, equity_metrics, periods_per_year
-from backtest.strategy import random_genome, sma_crossover_genome
+from evolution.families.rules import init_genome as random_genome
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def market():
 def _reference(genome, market, start, end, fees=0.0):
     """simulate() on the genome's signals over [start, end), plus numpy metrics."""
     e, x = signals(genome, market)
-    r = simulate(market.close[start:end], e[start:end], x[start:end], direction=GENOME_DIRECTION[genome["direction"]],
+    r = simulate(market.close[start:end], e[start:end], x[start:end], direction=SIMULATE_DIRECTION_OF[genome["direction"]],
                  sl_stop=genome["stop_loss"], tp_stop=genome["take_profit"], fees=fees)
     em = equity_metrics(r.equity[:, 0], 1.0, periods_per_year(market.interval_ms))
     return r, em
@@ -116,16 +117,27 @@ def test_positions_accept_ccxt_rows_and_dataframes(market):
     "candles, message",
     [
         ([[1, 1, 1, 1, 1]], "rows of"),
-        ([[1, 1.0, 2.0, 0.5, float("nan"), 1.0]], "NaN"),
-        ([[2, 1.0, 2.0, 0.5, 1.0, 1.0], [1, 1.0, 2.0, 0.5, 1.0, 1.0]], "strictly increasing"),
-        ([[1, 1.0, 0.5, 2.0, 1.0, 1.0]], "high below low"),
-        (pd.DataFrame({"close": [1.0]}), "missing columns"),
+        ([[1, 1.0, 2.0, 0.5, float("nan"), 1.0]], "candles: row 0.*close is nan.*NaN"),
+        ([[2, 1.0, 2.0, 0.5, 1.0, 1.0], [1, 1.0, 2.0, 0.5, 1.0, 1.0]], "candles: row 1.*not sorted.*oldest first"),
+        ([[1, 1.0, 0.5, 2.0, 1.0, 1.0]], r"candles: row 0.*high \(0.5\) is below low \(2.0\)"),
+        ([[1, 1.0, 2.0, 0.5, 1.0, 1.0], [2.5, 1.0, 2.0, 0.5, 1.0, 1.0]], "not a whole number of milliseconds"),
+        (pd.DataFrame({"close": [1.0]}), "candles: missing column"),
         ("not candles", "expected a DataFrame"),
     ],
 )
 def test_positions_bad_candles(candles, message):
     with pytest.raises(ValueError, match=message):
         positions(sma_crossover_genome(5, 20), candles)
+
+
+def test_positions_take_candles_with_gaps_and_irregular_steps(market):
+    """positions() checks candles with the data layer's rules but not its bar grid: a feed may skip bars."""
+    frame = market.to_frame().iloc[:600]
+    gappy = frame.drop(index=list(range(100, 130)) + [400]).reset_index(drop=True)
+    genome = sma_crossover_genome(5, 20, direction="both")
+    got = positions(genome, gappy)
+    assert got.shape == (len(gappy),)
+    np.testing.assert_array_equal(positions(genome, gappy.to_numpy().tolist()), got)
 
 
 def test_folds_are_independent_and_chunking_does_not_change_results(market):
@@ -219,7 +231,7 @@ def test_event_driven_fold_equals_the_bar_by_bar_reference(market, seed):
     start, end, bucket = 130, 3900, 97
     ref = np.empty(N_METRICS)
     ref_buckets = np.ones(-(-(end - start) // bucket))
-    fused.simulate_fold_nb(close, e, x, start, end, direction, 0.001, 0.0005, 1.0, sl, tp, 525960.0, ref,
+    fused.simulate_fold_nb(close, e, x, np.empty(0, np.bool_), start, end, direction, 0.001, 0.0005, 1.0, sl, tp, 525960.0, ref,
                            bucket, start, ref_buckets, np.empty(0, np.int8))
     acc = np.empty(15)
     got_buckets = np.ones_like(ref_buckets)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backtest.strategy import INDICATORS, MAX_CONDITIONS, normalize_genome, sma_crossover_genome, strategy_id
-from evolution.operators import (
-    CROSSOVER_FUNCTIONS,
-    MUTATION_FUNCTIONS,
+from backtest.families.rules import INDICATORS, MAX_CONDITIONS, sma_crossover_genome
+from backtest.strategy import normalize_genome, strategy_id
+from evolution.families.rules import (
+    OPERATORS,
     _numeric_slots,
     crossover_swap,
     crossover_uniform,
@@ -43,7 +43,7 @@ def test_every_mutation_gives_a_valid_genome_and_leaves_the_parent_alone(seed):
     rng = np.random.default_rng(seed)
     parent = init_genome(rng)
     frozen = copy.deepcopy(parent)
-    for name, mutate in MUTATION_FUNCTIONS.items():
+    for name, mutate in OPERATORS.mutations.items():
         child = mutate(parent, rng)
         assert_in_bounds(child)
         assert parent == frozen, name
@@ -55,7 +55,7 @@ def test_every_crossover_gives_two_valid_genomes(seed):
     rng = np.random.default_rng(seed)
     a, b = init_genome(rng), init_genome(rng)
     fa, fb = copy.deepcopy(a), copy.deepcopy(b)
-    for name, cross in CROSSOVER_FUNCTIONS.items():
+    for name, cross in OPERATORS.crossovers.items():
         x, y = cross(a, b, rng)
         assert_in_bounds(x)
         assert_in_bounds(y)
@@ -69,7 +69,7 @@ def test_operators_are_reproducible_from_the_generator(seed):
         rng = np.random.default_rng(s)
         g = init_genome(rng)
         h = init_genome(rng)
-        return [mutate(g, rng) for mutate in MUTATION_FUNCTIONS.values()] + [c(g, h, rng) for c in CROSSOVER_FUNCTIONS.values()]
+        return [mutate(g, rng) for mutate in OPERATORS.mutations.values()] + [c(g, h, rng) for c in OPERATORS.crossovers.values()]
 
     assert run(seed) == run(seed)
 

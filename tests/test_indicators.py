@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backtest.families.rules import INDICATORS
 from backtest.indicators import compute_indicator, indicator_table, sma_nb
-from backtest.strategy import INDICATORS, random_indicator
+from evolution.families.rules import random_indicator
 
 
 @pytest.fixture(scope="module")

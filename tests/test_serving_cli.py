@@ -9,7 +9,7 @@ from serving_helpers import delete_prefix, shared_redis_url, unique_prefix
 from serving_registry import register_genome
 
 from backtest.data import PlantedEdge, planted_edge_genome
-from backtest.strategy import sma_crossover_genome
+from backtest.families.rules import sma_crossover_genome
 from evolution.cli import main
 from serving.bus import STAGES, BusConfig
 from serving.redis_bus import RedisBus

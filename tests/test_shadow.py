@@ -10,8 +10,10 @@ from serving_helpers import PrivateRedis, unique_prefix
 
 from backtest import positions, signals, simulate
 from backtest.data import PlantedEdge, planted_edge_genome, synthetic_market
-from backtest.engine import GENOME_DIRECTION
-from backtest.strategy import normalize_genome, random_genome, sma_crossover_genome, warmup_bars
+from backtest.families.base import SIMULATE_DIRECTION_OF as GENOME_DIRECTION
+from backtest.families.rules import sma_crossover_genome
+from backtest.strategy import normalize_genome, warmup_bars
+from evolution.families.rules import init_genome as random_genome
 from serving.bus import BusConfig, InProcessBus, replay_stream
 from serving.feed import bars_of, replay
 from serving.paper import PaperBook

@@ -8,18 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backtest.strategy import (
-    INDICATORS,
-    MAX_CONDITIONS,
-    STOP_LOSS_BOUNDS,
-    TAKE_PROFIT_BOUNDS,
-    GenomeError,
-    encode_population,
-    normalize_genome,
-    random_genome,
-    sma_crossover_genome,
-    strategy_id,
-)
+from backtest.families import FAMILY_NAMES, get_family
+from backtest.families.base import STOP_LOSS_BOUNDS, TAKE_PROFIT_BOUNDS
+from backtest.families.rules import INDICATORS, MAX_CONDITIONS, encode_population, sma_crossover_genome
+from backtest.strategy import GenomeError, canonical_json, normalize_genome, strategy_id, warmup_bars
+from evolution.families.rules import init_genome as random_genome
 
 
 def _genes_in_bounds(genome):
@@ -78,6 +71,42 @@ def test_strategy_id_is_pinned():
         '"exit": {"conditions": [{"lhs": {"name": "sma", "window": 10}, "op": "crosses_below", '
         '"rhs": {"name": "sma", "window": 30}}], "logic": "and"}}'
     )
+
+
+# ids written by the code before genome families existed (commit 55a9d9a): they must never change
+KNOWN_IDS = {
+    "sma(10, 30) crossover": (lambda: sma_crossover_genome(10, 30), "17c6a423f98d5a84"),
+    "random genome, seed 0": (lambda: random_genome(np.random.default_rng(0)), "063c1aa49142517e"),
+    "random genome, seed 1": (lambda: random_genome(np.random.default_rng(1)), "b10ac468354d5557"),
+    "random genome, seed 2": (lambda: random_genome(np.random.default_rng(2)), "ec1dcf8c2be5dc01"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_IDS))
+def test_rules_genomes_keep_the_ids_they_had_before_families(name):
+    make, known = KNOWN_IDS[name]
+    genome = make()
+    assert strategy_id(genome) == known
+    assert "family" not in genome and '"family"' not in canonical_json(genome)  # the default is left out
+    assert strategy_id({**genome, "family": "rules"}) == known  # and naming it changes nothing
+    assert normalize_genome({**genome, "family": "rules"}) == genome
+
+
+def test_an_unknown_family_says_which_ones_exist():
+    with pytest.raises(GenomeError, match=r"genome.family: unknown family 'asmbtx'.*Did you mean 'asmbtr'"):
+        normalize_genome({"family": "asmbtx", "depth": 3})
+    with pytest.raises(GenomeError, match="unknown family"):
+        normalize_genome({"family": ["rules"]})
+    assert set(FAMILY_NAMES) >= {"rules", "asmbtr"}
+
+
+def test_every_family_gives_a_warmup_and_an_id_of_its_own():
+    asm = {"family": "asmbtr", "depth": 4, "decay": 0.95, "threshold": 0.6, "direction": "long"}
+    rules = sma_crossover_genome(10, 30)
+    assert warmup_bars(normalize_genome(asm)) == 5 and warmup_bars(rules) == 31
+    assert strategy_id(asm) != strategy_id(rules)
+    assert normalize_genome(json.dumps(asm))["family"] == "asmbtr"
+    assert get_family("asmbtr").name == "asmbtr"
 
 
 def _base():

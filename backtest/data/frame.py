@@ -496,10 +496,10 @@ class OHLCV:
         return np.column_stack([getattr(self, name).astype(np.float64) for name in COLUMNS])
 
     def fingerprint(self) -> str:
-        """A sha256 hex digest of the contents: the identity of this data."""
+        """A sha256 hex digest of the contents (the columns' bytes in :data:`COLUMNS` order):
+        the identity of this data. A run id is built from its first 16 characters."""
         digest = hashlib.sha256()
         for name in COLUMNS:
-            digest.update(name.encode())
             digest.update(getattr(self, name).tobytes())
         return digest.hexdigest()
 
@@ -667,7 +667,7 @@ def _timestamp_column(df: pd.DataFrame) -> np.ndarray:
 
 
 def validate(
-    df: pd.DataFrame, *, fill_gaps: bool = False, interval_ms: int | None = None
+    df: pd.DataFrame, *, fill_gaps: bool = False, interval_ms: int | None = None, regular: bool = True
 ) -> OHLCV:
     """Check a DataFrame of candles and return an :class:`OHLCV`.
 
@@ -682,7 +682,9 @@ def validate(
 
     Gaps are missing bars relative to ``interval_ms`` (default: the most common step).
     With ``fill_gaps=True`` they are filled with flat bars at the previous close
-    (open = high = low = close, volume 0) instead of raising.
+    (open = high = low = close, volume 0) instead of raising. ``regular=False`` skips the
+    bar-grid and gap rules (any strictly increasing timestamps, as a live feed may deliver:
+    ``backtest.positions`` reads candles so).
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(
@@ -724,7 +726,7 @@ def validate(
     _check_timestamps(timestamp)
 
     columns = {"timestamp": timestamp, **values}
-    if len(timestamp) >= 2:
+    if len(timestamp) >= 2 and regular:
         step = interval if interval is not None else _most_common_step(timestamp)
         _check_grid(timestamp, step, chosen=interval is not None)
         rows = _gap_rows(timestamp, step)

@@ -99,7 +99,7 @@ class PlantedEdge:
 
 
 def planted_edge_genome(edge: PlantedEdge) -> dict[str, Any]:
-    """The plain-data genome (schema of ``backtest/strategy.py``) that trades ``edge``.
+    """The plain-data rules genome (schema of ``backtest/families/rules.py``) that trades ``edge``.
 
     Fast SMA crossing above slow SMA enters long, crossing below goes short
     (direction ``both``), so after the first cross the position equals ``s_t``.

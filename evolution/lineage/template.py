@@ -151,7 +151,7 @@ class ModelTemplate:
         import mlflow
 
         signature, example = self._signature_and_example()
-        from backtest.strategy import sma_crossover_genome  # any genome will do: each strategy's replaces it
+        from backtest.families.rules import sma_crossover_genome  # any genome will do: each strategy's replaces it
 
         genome_path = directory / "genome.json"
         genome_path.write_text(json.dumps(sma_crossover_genome(10, 40), sort_keys=True), encoding="utf-8")

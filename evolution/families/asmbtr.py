@@ -1,0 +1,134 @@
+"""Genetic operators of the ``asmbtr`` family (genomes of ``backtest/families/asmbtr.py``).
+
+The search's operator names keep their meaning where the family has one: a gaussian
+mutation moves the numeric genes, a categorical one redraws direction or neutral or
+switches a stop on or off; the structural pair grows or shrinks the state (``depth`` one
+bar more or less, as adding or dropping a condition grows or shrinks a rules genome).
+``crossover_uniform`` swaps each gene with probability ``indpb``; ``crossover_swap`` swaps
+the table genes (depth, decay, min_move) as one block, keeping each parent's trading
+genes (threshold, direction, neutral, stops).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from backtest.families.asmbtr import (
+    DECAY_BOUNDS,
+    DEPTH_BOUNDS,
+    MIN_MOVE_BOUNDS,
+    NAME,
+    NEUTRALS,
+    THRESHOLD_BOUNDS,
+    normalize,
+)
+from backtest.families.base import FAMILY_KEY, GENOME_DIRECTIONS, STOP_LOSS_BOUNDS, TAKE_PROFIT_BOUNDS
+from evolution.families.base import FamilyOperators, Genome, other, perturb, retry, retry_pair
+
+NUMERIC = {  # gene: (low, high, is_int)
+    "depth": (*DEPTH_BOUNDS, True),
+    "decay": (*DECAY_BOUNDS, False),
+    "threshold": (*THRESHOLD_BOUNDS, False),
+    "min_move": (*MIN_MOVE_BOUNDS, False),
+    "stop_loss": (*STOP_LOSS_BOUNDS, False),
+    "take_profit": (*TAKE_PROFIT_BOUNDS, False),
+}
+TABLE_GENES = ("depth", "decay", "min_move")
+MIN_MOVE_SMALLEST = 1e-4  # random non-zero minimum moves are log-uniform from here to the bound
+
+
+def _fraction(rng, bounds: tuple[float, float]) -> float:
+    return round(float(rng.uniform(*bounds)), 4)
+
+
+def init_genome(rng: np.random.Generator, max_conditions: int = 0) -> Genome:
+    """A random asmbtr genome inside the gene bounds (``max_conditions`` is the rules family's
+    and means nothing here). Half of them count every move (min_move 0)."""
+    min_move = 0.0
+    if rng.random() >= 0.5:
+        min_move = round(float(np.exp(rng.uniform(np.log(MIN_MOVE_SMALLEST), np.log(MIN_MOVE_BOUNDS[1])))), 6)
+    return normalize({
+        FAMILY_KEY: NAME,
+        "depth": int(rng.integers(DEPTH_BOUNDS[0], DEPTH_BOUNDS[1] + 1)),
+        "decay": round(float(rng.uniform(*DECAY_BOUNDS)), 4),
+        "threshold": _fraction(rng, THRESHOLD_BOUNDS),
+        "min_move": min_move,
+        "direction": GENOME_DIRECTIONS[int(rng.integers(len(GENOME_DIRECTIONS)))],
+        "neutral": NEUTRALS[int(rng.integers(len(NEUTRALS)))],
+        "stop_loss": None if rng.random() < 0.5 else _fraction(rng, STOP_LOSS_BOUNDS),
+        "take_profit": None if rng.random() < 0.5 else _fraction(rng, TAKE_PROFIT_BOUNDS),
+    })
+
+
+def mutate_gaussian(genome: Mapping, rng: np.random.Generator, sigma: float = 0.1, indpb: float = 0.3) -> Genome:
+    """Gaussian noise on the numeric genes present, sigma a fraction of each gene's range."""
+
+    def attempt() -> dict:
+        child = dict(genome)
+        genes = [name for name in NUMERIC if child.get(name) is not None]
+        chosen = [name for name in genes if rng.random() < indpb] or [genes[int(rng.integers(len(genes)))]]
+        for name in chosen:
+            low, high, is_int = NUMERIC[name]
+            child[name] = perturb(child[name], low, high, is_int, sigma, rng, log_scale=False)
+        return child
+
+    return retry(attempt, genome)
+
+
+def mutate_categorical(genome: Mapping, rng: np.random.Generator) -> Genome:
+    """Redraw the direction or the neutral rule, or switch a stop-loss/take-profit on or off."""
+
+    def attempt() -> dict:
+        child = dict(genome)
+        kind = ("direction", "neutral", "stop_loss", "take_profit")[int(rng.integers(4))]
+        if kind == "direction":
+            child["direction"] = other(GENOME_DIRECTIONS, child["direction"], rng)
+        elif kind == "neutral":
+            child["neutral"] = other(NEUTRALS, child["neutral"], rng)
+        else:
+            bounds = STOP_LOSS_BOUNDS if kind == "stop_loss" else TAKE_PROFIT_BOUNDS
+            child[kind] = None if child[kind] is not None else _fraction(rng, bounds)
+        return child
+
+    return retry(attempt, genome)
+
+
+def _deepen(step: int):
+    def mutate(genome: Mapping, rng: np.random.Generator) -> Genome:
+        depth = int(genome["depth"]) + step
+        if not DEPTH_BOUNDS[0] <= depth <= DEPTH_BOUNDS[1]:
+            return mutate_gaussian(genome, rng)
+        return normalize({**genome, "depth": depth})
+
+    mutate.__name__ = "mutate_deeper" if step > 0 else "mutate_shallower"
+    mutate.__doc__ = f"depth {step:+d} (the state remembers one bar {'more' if step > 0 else 'less'}); at the bound a gaussian mutation"
+    return mutate
+
+
+mutate_deeper = _deepen(+1)
+mutate_shallower = _deepen(-1)
+
+
+def crossover_uniform(a: Mapping, b: Mapping, rng: np.random.Generator, indpb: float = 0.5) -> tuple[Genome, Genome]:
+    """Each gene is swapped between the parents with probability ``indpb``."""
+
+    def attempt() -> tuple[dict, dict]:
+        x, y = dict(a), dict(b)
+        for key in sorted(x):
+            if key != FAMILY_KEY and rng.random() < indpb:
+                x[key], y[key] = y[key], x[key]
+        return x, y
+
+    return retry_pair(attempt, a, b)
+
+
+def crossover_swap(a: Mapping, b: Mapping, rng: np.random.Generator) -> tuple[Genome, Genome]:
+    """The table genes (depth, decay, min_move) change parents as one block."""
+    x = {**a, **{key: b[key] for key in TABLE_GENES}}
+    y = {**b, **{key: a[key] for key in TABLE_GENES}}
+    return retry_pair(lambda: (x, y), a, b)
+
+
+OPERATORS = FamilyOperators.named(NAME, init_genome, (crossover_uniform, crossover_swap),
+                                  (mutate_gaussian, mutate_categorical, mutate_deeper, mutate_shallower))
