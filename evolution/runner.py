@@ -36,10 +36,10 @@ from evolution import checkpoint, trials
 from evolution.config import ConfigError, EvolutionConfig, parse_config
 from evolution.fitness import weights
 from evolution.gates import judge
-from evolution.ranking import rank_trials
 from evolution.island import apply_state_delta
 from evolution.market import MarketSpec, resolve
 from evolution.pools import IslandLost
+from evolution.ranking import rank_trials
 
 MAX_RECOVERIES = 20
 
