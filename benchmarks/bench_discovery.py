@@ -22,7 +22,7 @@ through ``evolution.runner.build_result``). Printed:
 3. ranking: Spearman correlation of each ``gates.rank_by`` score with holdout Sharpe over
    the GA's 100 best distinct trials (by mean walk-forward Sharpe), median over planted
    markets, and the holdout Sharpe of each ranking's first as a fraction of the planted rule's;
-4. the DSR variance choices (``gates.sharpe_variance``) re-judged on the same GA runs;
+4. gate variants (DSR variance, PBO threshold, ranking) re-judged on the same GA runs;
 5. the issue's targets, each marked met or not.
 
 Run: nice python benchmarks/bench_discovery.py [--quick] [--seeds N] [--edge-free N]
@@ -56,6 +56,13 @@ EDGE_FREE = (  # name, spec overrides
     ("trend edge stopped at 60%", {"rule": "trend", "sharpe": 5.0, "stop_fraction": 0.6}),
 )
 TOP_FOR_RANKING = 100
+GATE_VARIANTS = {  # configs/demo.yaml's gates with one change each, re-judged on the same GA runs
+    "demo gates": {},
+    "sharpe_variance: clusters": {"gates.sharpe_variance": "clusters"},
+    "max_pbo: null (no PBO gate)": {"gates.max_pbo": None},
+    "max_pbo: 0.2": {"gates.max_pbo": 0.2},
+    "rank_by: fitness": {"gates.rank_by": "fitness"},
+}
 
 
 # ---------------------------------------------------------------------- markets
@@ -269,12 +276,14 @@ def judge_market(entry: dict, methods: list[str]) -> dict:
                 "n_trials": res["n_trials"], "n_effective_trials": res["n_effective_trials"],
                 "pbo": res["pbo"], "top_gates": hof[0]["gates"] if hof else None,
             }
-        # the DSR variance choices, re-judged on the GA's trials
-        out["variance"] = {}
-        for which in ("null", "clusters"):
-            cfg = config.with_overrides(**{"gates.sharpe_variance": which})
+        # gate variants, re-judged on the GA's trials: markets with a promotion under each
+        out["variants"] = {}
+        for name, over in GATE_VARIANTS.items():
+            cfg = config.with_overrides(**over)
             res = build_result(RunPlan(cfg, spec, "rejudge", Path(tmp) / "ga", Path(tmp) / "ga" / "checkpoints", None))
-            out["variance"][which] = len(res["promoted"])
+            first = next((m for m in res["hall_of_fame"] if m["promoted"]), None)
+            out["variants"][name] = {"promoted": len(res["promoted"]),
+                                     "promoted_holdout_sharpe": first["metrics"]["holdout"]["sharpe"] if first else None}
         # rankings: the GA's best distinct trials by mean walk-forward Sharpe, scored each way
         buckets_per_year = periods_per_year(3_600_000) / config.walk_forward.bucket_bars
         frame = read_trials(Path(tmp) / "ga")
@@ -348,11 +357,15 @@ def report(rows: list[dict], methods: list[str]) -> list[str]:
             first = _median([r["ranking"][name]["first_holdout_sharpe"] / r["planted_holdout_sharpe"]
                              for r in planted if r["planted_holdout_sharpe"] > 0])
             lines.append(f"    {name:<20} spearman {_fmt(rho, '6.3f')}   first/planted {_fmt(first, '5.2f')}")
-    if rows and "variance" in rows[0]:
-        lines += ["", "(4) DSR variance (gates.sharpe_variance), GA runs re-judged: markets with a promotion"]
-        for which in rows[0]["variance"]:
-            lines.append(f"    {which:<9} planted {sum(1 for r in planted if r['variance'][which])}/{len(planted)}, "
-                         f"edge-free {sum(1 for r in free if r['variance'][which])}/{len(free)}")
+    if rows and "variants" in rows[0]:
+        lines += ["", "(4) gate variants re-judged on the same GA runs: markets with a promotion; promoted/planted (median)"]
+        for name in rows[0]["variants"]:
+            ratio = _median([r["variants"][name]["promoted_holdout_sharpe"] / r["planted_holdout_sharpe"]
+                             for r in planted if r["variants"][name]["promoted"] and r["planted_holdout_sharpe"] > 0])
+            strong_hits = [r for r in planted if r["planted_holdout_sharpe"] >= 3]
+            lines.append(f"    {name:<28} planted {sum(1 for r in planted if r['variants'][name]['promoted'])}/{len(planted)} "
+                         f"(holdout SR >= 3: {sum(1 for r in strong_hits if r['variants'][name]['promoted'])}/{len(strong_hits)}), "
+                         f"edge-free {sum(1 for r in free if r['variants'][name]['promoted'])}/{len(free)}, ratio {_fmt(ratio)}")
     strong = [r for r in planted if r["planted_holdout_sharpe"] >= 3]
     ga_ratio = _median([r["ga"]["promoted_holdout_sharpe"] / r["planted_holdout_sharpe"]
                         for r in planted if r["ga"]["promoted"] and r["planted_holdout_sharpe"] > 0])

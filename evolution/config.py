@@ -177,7 +177,7 @@ class GateConfig(_Model):
                            "returns against the run's effective number of trials")
     min_holdout_dsr: float | None = Field(0.95, ge=0.0, le=1.0, description="deflated Sharpe ratio of the "
                                           "holdout returns against the hall of fame's effective number")
-    max_pbo: float | None = Field(0.2, ge=0.0, le=1.0)
+    max_pbo: float | None = Field(0.5, ge=0.0, le=1.0, description="probability of backtest overfitting")
     min_trades: int | None = Field(10, ge=0, description="holdout trades, absolute")
     min_trades_per_year: float | None = Field(
         4.0, description="holdout trades per year of holdout (years from the bar interval)")
@@ -185,7 +185,8 @@ class GateConfig(_Model):
     max_drawdown_vs_market: float | None = Field(
         1.0, description="holdout maximum drawdown as a multiple of buy-and-hold's over the same bars")
     min_calmar: float | None = Field(None, description="holdout CAGR / max drawdown")
-    pbo_candidates: int = Field(16, ge=2, description="clusters (spread from best to worst) whose best trial joins the PBO matrix")
+    pbo_candidates: int = Field(200, ge=2, description="clusters whose best trial joins the PBO matrix (the best "
+                                "cluster and a seeded sample of the others when there are more)")
     cluster_correlation: float = Field(
         0.7, gt=0.0, le=1.0,
         description="trials whose walk-forward returns correlate at least this much with a better trial "

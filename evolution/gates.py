@@ -24,10 +24,12 @@ Selection happens twice, and each is deflated for the trials that competed in it
 * ``pbo <= gates.max_pbo``: probability of backtest overfitting (CSCV) over the
   walk-forward series of one candidate per cluster: trials in ranking order form
   clusters of returns correlated at ``gates.cluster_correlation`` or more
-  (``backtest.validation.correlation_clusters``), and the best trial of each of
-  ``gates.pbo_candidates`` clusters spread from the best cluster to the worst joins the
-  matrix (:func:`pbo_columns`). Near-copies of one rule would make PBO a coin flip among
-  copies; distinct behaviours make it a judgement of the search.
+  (``backtest.validation.correlation_clusters``), and the best trial of every cluster
+  (at most ``gates.pbo_candidates``: the best cluster and a seeded sample of the others)
+  joins the matrix (:func:`pbo_columns`). Near-copies of one rule would make PBO a coin
+  flip among copies; distinct behaviours make it a judgement of the search. PBO stays
+  high when many clusters hold the same genuine edge (ranking among equals is a coin
+  flip), so the default threshold is 0.5: a selection worse than a coin flip.
 * Holdout risk and evidence, scaled to the market: ``max_drawdown_vs_market`` (holdout
   drawdown at most this multiple of buy-and-hold's over the same bars),
   ``min_trades_per_year`` (years from the bar interval), and the absolute forms
@@ -118,12 +120,13 @@ def trial_sharpe_variance(ranked: pd.DataFrame, which: str, matrix: np.ndarray, 
     return max(variance, null)
 
 
-def pbo_columns(labels: np.ndarray, limit: int) -> list[int]:
-    """Columns of the PBO candidates: the best member of ``limit`` clusters spread evenly over
-    the clusters in the order of their best member (the first and the last included), so the
-    matrix spans the search's distinct behaviours from its best to its worst, as CSCV's
-    configurations do. The top clusters alone are all variants of whatever edge a market
-    holds, and ranking among them is a coin flip: PBO about 0.5 on a planted edge."""
+def pbo_columns(labels: np.ndarray, limit: int, seed: int = 0) -> list[int]:
+    """Columns of the PBO candidates: the best member of each cluster (clusters in the order
+    of their best member). With more than ``limit`` clusters, the first cluster and a seeded
+    random sample of the others: the candidate set must not be chosen by the very returns CSCV
+    splits (the best ``limit`` clusters, or ones spread over the ranking, make the in-sample
+    winner look better out of sample than it is), and the top clusters alone are all
+    variants of whatever edge a market holds, among which ranking is a coin flip."""
     leaders, seen = [], set()
     for i, label in enumerate(labels.tolist()):
         if label >= 0 and label not in seen:
@@ -131,8 +134,9 @@ def pbo_columns(labels: np.ndarray, limit: int) -> list[int]:
             leaders.append(i)
     if len(leaders) <= limit:
         return leaders
-    picks = np.unique(np.round(np.linspace(0, len(leaders) - 1, limit)).astype(int))
-    return [leaders[p] for p in picks]
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(15,)))
+    rest = np.sort(rng.choice(np.arange(1, len(leaders)), size=limit - 1, replace=False))
+    return [leaders[0]] + [leaders[i] for i in rest]
 
 
 def run_pbo(matrix: np.ndarray, columns: list[int], blocks: int) -> float:
@@ -198,10 +202,16 @@ def judge(candidates: pd.DataFrame, ranked: pd.DataFrame, spec: MarketSpec, conf
         bucket_bars=config.walk_forward.bucket_bars,
     )
     matrix, _ = walk_forward_matrix(ranked)
-    n_eff = _effective(matrix, config.seed)
-    labels = correlation_clusters(matrix, g.cluster_correlation) if matrix.size else np.empty(0, dtype=np.int64)
-    variance = trial_sharpe_variance(ranked, g.sharpe_variance, matrix, labels)
-    pbo = run_pbo(matrix, pbo_columns(labels, g.pbo_candidates), g.pbo_blocks) if matrix.size else 1.0
+    n_eff = _effective(matrix, config.seed)  # every trial competed, even those selection rejected
+    # clusters and PBO over the trials the search could select (not failed, enough trades): a
+    # trial that trades in a handful of buckets would win many CSCV halves by its few lucky ones
+    eligible = ranked[np.isfinite(ranked["rank_score"].to_numpy(dtype=np.float64))] \
+        if "rank_score" in ranked.columns else ranked
+    selectable, _ = walk_forward_matrix(eligible)
+    labels = correlation_clusters(selectable, g.cluster_correlation) if selectable.size else np.empty(0, dtype=np.int64)
+    variance = trial_sharpe_variance(eligible, g.sharpe_variance, selectable, labels) if selectable.size \
+        else 1.0 / max(matrix.shape[0], 1)
+    pbo = run_pbo(selectable, pbo_columns(labels, g.pbo_candidates, config.seed), g.pbo_blocks) if selectable.size else 1.0
 
     ok = [i for i in range(len(genomes)) if i not in result.errors and result.buckets is not None]
     holdout_returns = {i: result.buckets[i] - 1.0 for i in ok}
