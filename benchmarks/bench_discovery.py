@@ -60,7 +60,6 @@ GATE_VARIANTS = {  # configs/demo.yaml's gates with one change each, re-judged o
     "demo gates": {},
     "sharpe_variance: clusters": {"gates.sharpe_variance": "clusters"},
     "max_pbo: null (no PBO gate)": {"gates.max_pbo": None},
-    "max_pbo: 0.2": {"gates.max_pbo": 0.2},
     "rank_by: fitness": {"gates.rank_by": "fitness"},
 }
 

@@ -92,7 +92,7 @@ def test_every_hall_of_fame_strategy_gets_its_run_scores_and_model_and_promoted_
 
     monkeypatch.delenv("EVOLVE_TRACKING", raising=False)
     config = yaml.safe_load(open("configs/demo.yaml"))  # a market with an edge, and a drawdown gate that
-    config.update(generations=4, hall_of_fame=6)         # some of the hall of fame fails
+    config.update(generations=10, hall_of_fame=6)        # some of the hall of fame fails
     config["gates"]["max_drawdown"] = 0.05
     config["runtime"] = {"backend": "local", "progress": False}
     (tmp_path / "mixed.yaml").write_text(yaml.safe_dump(config))
