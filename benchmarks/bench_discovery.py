@@ -61,6 +61,7 @@ GATE_VARIANTS = {  # configs/demo.yaml's gates with one change each, re-judged o
     "sharpe_variance: clusters": {"gates.sharpe_variance": "clusters"},
     "max_pbo: null (no PBO gate)": {"gates.max_pbo": None},
     "rank_by: fitness": {"gates.rank_by": "fitness"},
+    "min_holdout_dsr: 0.99": {"gates.min_holdout_dsr": 0.99},
 }
 
 
@@ -399,6 +400,7 @@ def main() -> int:
     parser.add_argument("--n-bars", type=int, help="hourly bars per market (default 100,000: a 2.9-year holdout)")
     parser.add_argument("--rules", help="comma-separated rule kinds (default: every kind of backtest/data/planted.py)")
     parser.add_argument("--methods", default="ga,random,tpe", help="ga,random,tpe")
+    parser.add_argument("--only", help="comma-separated parts of market names to keep (e.g. 'stopped,SR 5')")
     parser.add_argument("--jobs", type=int, default=1, help="markets searched in parallel processes")
     parser.add_argument("--tpe-markets", type=int, help="TPE (slow: optuna's TPE costs O(trials) per suggestion) only on "
                         "this many planted markets of Sharpe >= 3 (default: all of them; never on edge-free ones)")
@@ -409,7 +411,7 @@ def main() -> int:
     methods = args.methods.split(",")
     if "ga" not in methods:
         parser.error("--methods must include ga (the others get its evaluation budget)")
-    markets = market_list(args)
+    markets = [m for m in market_list(args) if not args.only or any(o in m["group"] for o in args.only.split(","))]
     print(f"{len(markets)} markets x {methods}, {args.n_bars:,} hourly bars each, budget of configs/demo.yaml", flush=True)
     started = time.perf_counter()
     rows = []
