@@ -169,9 +169,9 @@ class GateConfig(_Model):
     which gates a member must pass to be promoted. A threshold set to null is not applied."""
 
     rank_by: Literal[RANKINGS] = Field(
-        "sharpe_lower_bound",
-        description="hall-of-fame order (evolution/ranking.py): 'sharpe_lower_bound' = mean walk-forward "
-        "Sharpe minus its standard error across folds; 'fitness' = the GA's objectives in order",
+        "fitness",
+        description="hall-of-fame order (evolution/ranking.py): 'fitness' = the GA's objectives in order (mean "
+        "walk-forward Sharpe first); the others as measured by benchmarks/bench_discovery.py",
     )
     min_dsr: float = Field(0.95, ge=0.0, le=1.0, description="deflated Sharpe ratio of the walk-forward "
                            "returns against the run's effective number of trials")
