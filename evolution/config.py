@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from backtest.data.sources import ExchangeMarket
 from backtest.families import DEFAULT_FAMILY, FAMILY_NAMES
@@ -159,28 +159,71 @@ class CostConfig(_Model):
     init_cash: float = Field(1.0, gt=0.0)
 
 
+#: hall-of-fame orders (scores in evolution/ranking.py)
+RANKINGS = ("fitness", "sharpe_lower_bound", "pooled_sharpe", "min_fold_sharpe")
+
+
 class GateConfig(_Model):
-    min_dsr: float = Field(0.95, ge=0.0, le=1.0)
-    max_pbo: float = Field(0.2, ge=0.0, le=1.0)
-    min_trades: int = Field(10, ge=0, description="holdout trades")
-    max_drawdown: float = Field(0.3, gt=0.0, le=1.0, description="holdout maximum drawdown")
-    pbo_candidates: int = Field(16, ge=2, description="distinct-behaviour top trials in the PBO matrix")
-    pbo_max_correlation: float = Field(
-        0.7, gt=0.0, le=1.0,
-        description="a trial joins the PBO candidates only if its returns correlate less than this with each one chosen",
+    """The judging after the search (evolution/gates.py): how the hall of fame is ranked and
+    which gates a member must pass to be promoted. A threshold set to null is not applied."""
+
+    rank_by: Literal[RANKINGS] = Field(
+        "fitness",
+        description="hall-of-fame order (evolution/ranking.py): 'fitness' = the GA's objectives in order (mean "
+        "walk-forward Sharpe first); the others as measured by benchmarks/bench_discovery.py",
     )
-    sharpe_variance: Literal["null", "initial", "all"] = Field(
+    min_dsr: float = Field(0.95, ge=0.0, le=1.0, description="deflated Sharpe ratio of the walk-forward "
+                           "returns against the run's effective number of trials")
+    min_holdout_dsr: float | None = Field(0.95, ge=0.0, le=1.0, description="deflated Sharpe ratio of the "
+                                          "holdout returns against the hall of fame's effective number")
+    max_pbo: float | None = Field(0.5, ge=0.0, le=1.0, description="probability of backtest overfitting")
+    min_trades: int | None = Field(10, ge=0, description="holdout trades, absolute")
+    min_trades_per_year: float | None = Field(
+        4.0, description="holdout trades per year of holdout (years from the bar interval)")
+    max_drawdown: float | None = Field(None, description="holdout maximum drawdown, absolute (e.g. 0.3)")
+    max_drawdown_vs_market: float | None = Field(
+        1.0, description="holdout maximum drawdown as a multiple of buy-and-hold's over the same bars")
+    min_calmar: float | None = Field(None, description="holdout CAGR / max drawdown")
+    pbo_candidates: int = Field(200, ge=2, description="clusters whose best trial joins the PBO matrix (the best "
+                                "cluster and a seeded sample of the others when there are more)")
+    cluster_correlation: float = Field(
+        0.7, gt=0.0, le=1.0,
+        description="trials whose walk-forward returns correlate at least this much with a better trial "
+        "belong to its cluster (PBO candidates, cluster Sharpe variance)",
+    )
+    sharpe_variance: Literal["null", "clusters", "initial", "all"] = Field(
         "null",
         description="DSR's variance of trial Sharpe ratios: 'null' = the sampling variance of a zero-skill "
-        "Sharpe ratio on the holdout (1 / buckets); 'initial' = over the random initial population; "
-        "'all' = over every trial",
+        "Sharpe ratio (1 / buckets); 'clusters' = across the clusters' Sharpe ratios; 'initial' = over the "
+        "random initial population; 'all' = over every trial (measured ones floored at 'null')",
     )
     pbo_blocks: int = Field(8, ge=2, le=16)
 
+    @field_validator("max_drawdown", "max_drawdown_vs_market", "min_trades_per_year", "min_calmar")
+    @classmethod
+    def _threshold(cls, value: float | None, info: ValidationInfo) -> float | None:
+        hints = {
+            "max_drawdown": "a fraction of the peak in (0, 1], e.g. 0.3 for at most a 30% drawdown",
+            "max_drawdown_vs_market": "a multiple > 0 of buy-and-hold's drawdown over the holdout, e.g. 1.0",
+            "min_trades_per_year": "a number of trades per year > 0, e.g. 4",
+            "min_calmar": "a CAGR / max drawdown ratio > 0, e.g. 0.5",
+        }
+        if value is None:
+            return value
+        if not value > 0:
+            raise ValueError(f"must be {hints[info.field_name]}, or null to turn the gate off")
+        if info.field_name == "max_drawdown" and value > 1:
+            raise ValueError(f"is a fraction of the peak (0.3 = 30%); did you mean {value / 100:g}?")
+        return value
+
     @model_validator(mode="after")
-    def _even(self) -> GateConfig:
+    def _cross(self) -> GateConfig:
         if self.pbo_blocks % 2:
-            raise ValueError(f"pbo_blocks must be even, got {self.pbo_blocks}")
+            raise ValueError(f"pbo_blocks must be even, got {self.pbo_blocks}; use {self.pbo_blocks + 1}")
+        if self.max_drawdown is None and self.max_drawdown_vs_market is None and self.min_calmar is None:
+            raise ValueError(
+                "no drawdown gate: set max_drawdown_vs_market (e.g. 1.0), max_drawdown (e.g. 0.3) or min_calmar"
+            )
         return self
 
 

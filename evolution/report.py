@@ -11,7 +11,8 @@ def _num(value, fmt: str = ".3f") -> str:
 def summary_table(result: dict, run_dir: Path, rows: int = 5) -> str:
     hof = result["hall_of_fame"]
     lines = [
-        f"run {result['run_id']}  seed {result['seed']}  {result['n_trials']} distinct trials  "
+        f"run {result['run_id']}  seed {result['seed']}  {result['n_trials']} distinct trials "
+        f"({result.get('n_effective_trials') or '-'} effective)  "
         f"{result['n_errors']} errors  PBO {_num(result['pbo'], '.2f')}",
         "",
         f"{'#':>2}  {'strategy':<16}  {'wf sharpe':>9}  {'ho sharpe':>9}  {'ho mdd':>7}  {'ho trades':>9}  "

@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from backtest.engine import market_arrays
 from backtest.jit_cache import is_compiled
+from backtest.metrics import periods_per_year
 from evolution import checkpoint, trials
 from evolution.config import ConfigError, EvolutionConfig, parse_config
 from evolution.fitness import weights
@@ -41,6 +43,7 @@ from evolution.island import apply_state_delta
 from evolution.jsonable import jsonable as _clean
 from evolution.market import MarketSpec, resolve
 from evolution.pools import IslandLost
+from evolution.ranking import rank_trials
 from evolution.telemetry import record_error, record_generation, record_result
 
 MAX_RECOVERIES = 20
@@ -339,15 +342,6 @@ def _progress(config: EvolutionConfig, start: int):
 # ---------------------------------------------------------------------- result
 
 
-def rank_trials(frame: pd.DataFrame, config: EvolutionConfig) -> pd.DataFrame:
-    """Distinct evaluated trials (first evaluation of each strategy id), best first."""
-    ev = frame[frame["evaluated"]].drop_duplicates("strategy_id", keep="first")
-    w = weights(config.selection.objectives)
-    keys = [tuple(-wi * v for wi, v in zip(w, fit)) + (sid,) for fit, sid in zip(ev["fitness"], ev["strategy_id"])]
-    order = sorted(range(len(ev)), key=keys.__getitem__)
-    return ev.iloc[order].reset_index(drop=True)
-
-
 def distinct_hall_of_fame(ranked: pd.DataFrame, size: int) -> pd.DataFrame:
     """The best ``size`` trials that trade differently: a trial whose out-of-sample return
     series equals one already taken (a clone: e.g. an extra condition that never binds, or a
@@ -388,13 +382,15 @@ def build_result(run: RunPlan, on_hall_of_fame: Callable[[list[dict]], None] | N
     will appear in the result minus what the judging adds (holdout metrics, DSR, PBO, gates)."""
     config = run.config
     frame = trials.read_trials(run.run_dir)
-    ranked = rank_trials(frame, config)
+    buckets_per_year = periods_per_year(market_arrays(run.spec.market).interval_ms) / config.walk_forward.bucket_bars
+    ranked = rank_trials(frame, config, buckets_per_year)
     hof = distinct_hall_of_fame(ranked, config.hall_of_fame)
     summary_cols = [c for c in ranked.columns if c.startswith("wf_")]
     members = [{
         "strategy_id": row["strategy_id"],
         "genome": json.loads(row["genome"]),
         "fitness": dict(zip(config.selection.objectives, row["fitness"])),
+        "rank_score": row["rank_score"],
         "metrics": {"walk_forward": {c[3:]: row[c] for c in summary_cols}},
         "generation": int(row["generation"]),
         "island": int(row["island"]),
@@ -403,10 +399,11 @@ def build_result(run: RunPlan, on_hall_of_fame: Callable[[list[dict]], None] | N
     } for _, row in hof.iterrows()]
     if on_hall_of_fame is not None and members:
         on_hall_of_fame(_clean(members))
-    verdicts = judge(hof, ranked, run.spec, config) if len(hof) else []
+    judgement = judge(hof, ranked, run.spec, config) if len(hof) else None
+    verdicts = judgement.members if judgement is not None else []
     for member, verdict in zip(members, verdicts):
         member["metrics"]["holdout"] = verdict["holdout"]
-        member.update({key: verdict[key] for key in ("dsr", "pbo", "gates", "promoted")})
+        member.update({key: verdict[key] for key in ("dsr", "holdout_dsr", "pbo", "gates", "promoted")})
     split = run.spec.split
     result = {
         "run_id": run.run_id,
@@ -421,11 +418,14 @@ def build_result(run: RunPlan, on_hall_of_fame: Callable[[list[dict]], None] | N
             "holdout": [split.holdout_start, split.holdout_end],
         },
         "n_trials": int(len(ranked)),
+        "n_effective_trials": judgement.n_effective_trials if judgement is not None else None,
+        "judgement": judgement.summary() if judgement is not None else None,
+        "ranking": config.gates.rank_by,
         "n_evaluations": int(frame["evaluated"].sum()),
         "n_errors": int(frame.loc[frame["evaluated"], "error"].notna().sum()),
         "objectives": list(config.selection.objectives),
         "selection": "nsga2" if config.multi_objective else "tournament",
-        "pbo": verdicts[0]["pbo"] if verdicts else None,
+        "pbo": judgement.pbo if judgement is not None else None,
         "gate_thresholds": config.gates.model_dump(mode="json"),
         "hall_of_fame": members,
         "pareto_front": pareto_front(ranked, config),

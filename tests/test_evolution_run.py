@@ -32,18 +32,20 @@ def reference(tmp_path_factory):
 
 def test_result_json_contract(reference):
     result = json.loads((reference / "result.json").read_text())
-    for key in ("run_id", "seed", "n_trials", "hall_of_fame", "promoted", "config", "config_id"):
+    for key in ("run_id", "seed", "n_trials", "n_effective_trials", "hall_of_fame", "promoted", "config", "config_id"):
         assert key in result
+    assert 1 <= result["n_effective_trials"] <= result["n_trials"]
     assert result["seed"] == 3
     hof = result["hall_of_fame"]
     assert 1 <= len(hof) <= 5
     for member in hof:
-        for key in ("strategy_id", "genome", "metrics", "dsr", "pbo", "generation", "island", "operator", "parents"):
+        for key in ("strategy_id", "genome", "metrics", "dsr", "holdout_dsr", "pbo", "rank_score", "generation", "island",
+                    "operator", "parents"):
             assert key in member
         for block in ("walk_forward", "holdout"):
             assert {"sharpe", "total_return", "max_drawdown", "n_trades"} <= set(member["metrics"][block])
-    sharpes = [m["metrics"]["walk_forward"]["sharpe"] for m in hof]
-    assert sharpes == sorted(sharpes, reverse=True)  # best first
+    scores = [m["rank_score"] for m in hof]
+    assert scores == sorted(scores, reverse=True)  # best first, by gates.rank_by
     assert set(result["promoted"]) <= {m["strategy_id"] for m in hof}
     text = (reference / "result.json").read_text()
     assert "time" not in text.lower().replace("timeframe", "")
@@ -215,7 +217,7 @@ def test_the_hall_of_fame_is_handed_over_before_it_is_judged(reference, tmp_path
     run = plan(config, out_dir=tmp_path)
     execute(run, LocalPool(config, run.spec.market, run.spec.split.test_ranges()), on_hall_of_fame=on_hall_of_fame)
     result = json.loads((reference / "result.json").read_text())
-    judged = ("dsr", "pbo", "gates", "promoted")
+    judged = ("dsr", "holdout_dsr", "pbo", "gates", "promoted")
     expected = [{k: v for k, v in m.items() if k not in judged} | {"metrics": {"walk_forward": m["metrics"]["walk_forward"]}}
                 for m in result["hall_of_fame"]]
     assert handed == [expected]

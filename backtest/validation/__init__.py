@@ -13,6 +13,11 @@ These tools say how much of that is luck:
 * :func:`probability_of_backtest_overfitting` (Bailey, Borwein, Lopez de Prado & Zhu 2015)
   estimates by combinatorially symmetric cross-validation how often the in-sample winner
   ends below the out-of-sample median.
+* :func:`effective_number_of_trials` is the number of independent trials whose expected
+  maximum Sharpe ratio equals that of the correlated trials a search really ran (the N of
+  the DSR); :func:`correlation_clusters` groups trials whose returns move together
+  (one PBO candidate per cluster) and :func:`cluster_sharpe_variance` is the variance of
+  the clusters' Sharpe ratios.
 * :func:`minimum_backtest_length` (Bailey, Borwein, Lopez de Prado & Zhu 2014) is the
   number of years of data below which ``n_trials`` trials can be expected to produce an
   annualized Sharpe ratio of ``target_sharpe_annualized`` by luck alone.
@@ -25,6 +30,14 @@ not excess kurtosis. Pure numpy/scipy: nothing here imports Ray, MLflow or our p
 from __future__ import annotations
 
 from backtest.validation._checks import EULER_MASCHERONI
+from backtest.validation.effective import (
+    EffectiveTrials,
+    cluster_returns,
+    cluster_sharpe_variance,
+    correlation_clusters,
+    effective_number_of_trials,
+    expected_max_normal,
+)
 from backtest.validation.folds import Fold, Split, walk_forward_split
 from backtest.validation.pbo import PBOResult, probability_of_backtest_overfitting
 from backtest.validation.sharpe import (
@@ -38,6 +51,12 @@ from backtest.validation.sharpe import (
 
 __all__ = [
     "EULER_MASCHERONI",
+    "EffectiveTrials",
+    "cluster_returns",
+    "cluster_sharpe_variance",
+    "correlation_clusters",
+    "effective_number_of_trials",
+    "expected_max_normal",
     "Fold",
     "PBOResult",
     "Split",
