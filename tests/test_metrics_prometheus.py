@@ -190,7 +190,8 @@ def test_prometheus_scrapes_the_driver_and_ray(tmp_path):
         assert prometheus.value("evolution_trials_evaluated_total") == evaluated
         assert prometheus.value("evolution_generation_duration_seconds_count") == 6
         assert prometheus.value("evolution_trial_sharpe_count") == evaluated - frame.loc[frame["evaluated"], "error"].notna().sum()
-        assert prometheus.value('sum(evolution_gate_outcomes_total{stage="holdout"})') == 4 * len(result["hall_of_fame"])
+        assert prometheus.value('sum(evolution_gate_outcomes_total{stage="holdout"})') == sum(
+            len(member["gates"]) for member in result["hall_of_fame"])
         assert prometheus.value("evolution_strategies_promoted_total") == len(result["promoted"])
         assert prometheus.value('market_data_requests_total{exchange="binance",outcome="ok"}') > 0
         assert prometheus.value('market_data_requests_total{exchange="binance",outcome="retryable_error"}') == 1

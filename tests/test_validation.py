@@ -373,6 +373,20 @@ def test_pbo_constant_trial_does_not_break_sharpe():
     assert np.all(np.isfinite(result.logits))
 
 
+def test_pbo_a_trial_out_of_the_market_in_one_half_is_not_an_infinite_winner():
+    """A trial with one lucky bucket is flat (all zeros) in every half without it: its Sharpe
+    there is 0, not the +-inf that rounding in the shifted sums would give, so it cannot be
+    the in-sample winner over trials with a real edge."""
+    rng = np.random.default_rng(11)
+    returns = rng.normal(0.002, 0.01, (400, 6))  # five trials with an edge ...
+    returns[:, 5] = 0.0
+    returns[7, 5] = 0.031                         # ... and one that traded once
+    result = probability_of_backtest_overfitting(returns, n_blocks=8)
+    assert np.all(np.isfinite(result.in_sample)) and np.all(np.isfinite(result.out_of_sample))
+    assert not np.any(result.selected == 5)
+    assert result.prob_oos_loss == 0.0
+
+
 @pytest.mark.parametrize(
     ("matrix", "kwargs", "match"),
     [

@@ -43,6 +43,9 @@ def _sharpe_from_sums(
     variance = np.maximum(squares - total * centred, 0.0) / (count - 1)
     variance[variance <= 64 * np.finfo(np.float64).eps * squares / count] = 0.0
     mean = centred + shift
+    # a constant half (e.g. all zeros: a trial out of the market there) has centred == -shift
+    # up to rounding; that rounding must not read as a mean / 0 = +-inf Sharpe ratio
+    mean[(variance == 0) & (np.abs(mean) <= 64 * np.finfo(np.float64).eps * np.abs(shift))] = 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         sharpe = mean / np.sqrt(variance)
     sharpe[(variance == 0) & (mean == 0)] = 0.0
