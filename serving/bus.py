@@ -265,8 +265,13 @@ class GroupReader:
         try:
             return self._read(block_ms)
         except BusUnavailable:
-            self._recovered = False
+            self.rewind()
             raise
+
+    def rewind(self) -> None:
+        """The next read starts with this consumer's pending entries again: a batch read but not
+        processed (its processing failed with the bus) stays pending, and ``>`` never returns it."""
+        self._recovered = False
 
     def _read(self, block_ms: int | None) -> list[Message]:
         if not self._recovered:

@@ -5,6 +5,9 @@ Every entry is ``{"data": <JSON>}`` under ``<prefix><stream>``. Entries are adde
 dead consumer's pending entries with XAUTOCLAIM. A connection error or timeout becomes
 :class:`serving.bus.BusUnavailable`; redis-py reconnects on the next command, and callers
 retry with :class:`serving.bus.Backoff` (a Redis restart with persistence loses nothing).
+redis-py's own retries are off (:func:`no_retry`): a silently repeated XREADGROUP ``>`` whose
+first reply was lost with the connection would leave that batch pending and unseen, where the
+caller, told, reads its pending entries again.
 """
 from __future__ import annotations
 
@@ -12,10 +15,18 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from serving.bus import DATA_FIELD, BusConfig, BusUnavailable, EventBus, Message, decode, encode
 
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+
+
+def no_retry() -> Retry:
+    """redis-py retries a command after a connection error (10 times by default): not here, the
+    caller must know (see the module doc)."""
+    return Retry(NoBackoff(), 0)
 
 
 class RedisBus(EventBus):
@@ -28,7 +39,7 @@ class RedisBus(EventBus):
         timeout = config.socket_timeout_s
         self.client = client or redis.Redis.from_url(
             config.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout + config.block_ms / 1000,
-            health_check_interval=10)
+            health_check_interval=10, retry=no_retry())
 
     def key(self, stream: str) -> str:
         return f"{self.config.prefix}{stream}"

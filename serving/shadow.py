@@ -74,6 +74,7 @@ class ShadowRunner:
         except BusUnavailable:
             with self._lock:  # the commit's outcome is unknown: the store knows
                 self.trader = retrying(lambda: ShadowTrader(self.spec, self.config, self.store), self.backoff)
+            self.reader.rewind()  # the batch is pending: read it again (bars already traded are skipped)
             raise
         for signal in signals:
             retrying(lambda signal=signal: self.bus.publish(SIGNALS, signal), self.backoff, stop=self._stop)
@@ -81,7 +82,11 @@ class ShadowRunner:
                 self.on_signal(signal)
         traded = len(signals)
         if batch:
-            self.reader.ack([m.id for m in batch])
+            try:
+                self.reader.ack([m.id for m in batch])
+            except BusUnavailable:
+                self.reader.rewind()
+                raise
         self.processed += traded
         return traded
 

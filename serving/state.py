@@ -100,8 +100,11 @@ class RedisStateStore(StateStore):
     def __init__(self, redis_url: str, prefix: str, client=None):
         import redis
 
+        from serving.redis_bus import no_retry
+
         self.prefix = prefix
-        self.client = client or redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=10)
+        self.client = client or redis.Redis.from_url(redis_url, socket_connect_timeout=5, socket_timeout=10,
+                                                      retry=no_retry())
 
     def _keys(self, strategy_id: str) -> tuple[str, str]:
         base = f"{self.prefix}shadow:{strategy_id}"

@@ -14,10 +14,10 @@ from backtest.families.base import SIMULATE_DIRECTION_OF as GENOME_DIRECTION
 from backtest.families.rules import sma_crossover_genome
 from backtest.strategy import normalize_genome, warmup_bars
 from evolution.families.rules import init_genome as random_genome
-from serving.bus import BusConfig, InProcessBus, replay_stream
+from serving.bus import BusConfig, BusUnavailable, InProcessBus, replay_stream
 from serving.feed import bars_of, replay
 from serving.paper import PaperBook
-from serving.shadow import LocalShadow, start_ray_shadow, wait_until
+from serving.shadow import LocalShadow, ShadowRunner, start_ray_shadow, wait_until
 from serving.state import FileStateStore, RedisStateStore
 from serving.trader import ShadowConfig, ShadowSpec, ShadowTrader
 
@@ -168,6 +168,45 @@ def test_local_shadows_trade_a_replay_on_the_in_process_bus(tmp_path):
     assert replay(bus, stream, MARKET[WARMUP:]).repeated == len(MARKET) - WARMUP  # a second feed adds nothing
 
 
+class FlakyStore(FileStateStore):
+    """A state store whose commits fail with the bus now and then (Redis restarting), sometimes
+    after the commit went through (its reply lost)."""
+
+    def __init__(self, directory, fail_at):
+        super().__init__(directory)
+        self.calls, self.fail_at = 0, set(fail_at)
+
+    def commit(self, strategy_id, records, state):
+        self.calls += 1
+        if self.calls in self.fail_at:
+            if self.calls % 2:
+                super().commit(strategy_id, records, state)  # done, but the caller never hears
+            raise BusUnavailable("Redis restarting")
+        super().commit(strategy_id, records, state)
+
+
+def test_a_batch_whose_commit_failed_is_read_again_and_every_bar_is_traded_once(tmp_path):
+    """The bus was up for the read but away for the commit: the batch stays pending, and the
+    runner reads it again (the bars the store has are skipped), not the entries after it."""
+    bus = InProcessBus(BusConfig(block_ms=1))
+    stream = replay_stream("flaky")
+    spec = ShadowSpec(GENOMES[0], stream)
+    replay(bus, stream, MARKET[WARMUP:], warmup=MARKET[:WARMUP])
+    store = FlakyStore(tmp_path / "flaky", fail_at={3, 4, 8})
+    runner = ShadowRunner(spec, ShadowConfig(window_bars=64, warmup_factor=8, batch_bars=50), bus, store)
+    failures = 0
+    while runner.trader.last_timestamp != int(MARKET.timestamp[-1]):
+        try:
+            runner.step(block_ms=1)
+        except BusUnavailable:
+            failures += 1
+        assert failures < 10
+    assert failures == 3
+    _, records = store.load(spec.strategy_id)
+    np.testing.assert_array_equal(records[:, 0].astype(np.int64), MARKET.timestamp)
+    np.testing.assert_array_equal(records, undisturbed_records([spec], tmp_path)[spec.strategy_id])
+
+
 def undisturbed_records(specs, tmp_path):
     """The reference: each spec traded once over every bar, in-process, nothing killed."""
     out = {}
@@ -214,7 +253,11 @@ def test_shadow_actors_survive_a_kill_and_a_redis_restart(ray_session, tmp_path)
         for spec, status in zip(specs, statuses):
             state, records = store.load(spec.strategy_id)
             reference = expected[spec.strategy_id]
-            assert np.array_equal(records[:, 0], MARKET.timestamp.astype(float))  # each bar once, in order
+            seen = records[:, 0].astype(np.int64)
+            missing = np.setdiff1d(MARKET.timestamp, seen)
+            assert np.array_equal(seen, MARKET.timestamp), (  # each bar once, in order
+                f"{spec.strategy_id}: {len(seen)} records of {len(MARKET)} bars; missing {missing.size} "
+                f"(bar {np.searchsorted(MARKET.timestamp, missing[:1])} on), {len(seen) - np.unique(seen).size} twice")
             np.testing.assert_array_equal(records, reference)                   # positions and equity too
             assert status["bars"] == len(MARKET) - WARMUP
             assert status["equity"] == reference[-1, 8]
