@@ -29,6 +29,7 @@ trader skips bars at or before its last processed candle).
 """
 from __future__ import annotations
 
+import bisect
 import json
 import random
 import threading
@@ -307,10 +308,35 @@ class _Group:
 
 
 class _Stream:
+    """Entries in id order: parallel lists from ``head`` on (ids only grow, so a read after an
+    id is a bisection, not a scan) and a dict id -> payload for pending lookups."""
+
     def __init__(self) -> None:
-        self.entries: OrderedDict[str, dict] = OrderedDict()
+        self.keys: list[tuple[int, int]] = []
+        self.ids: list[str] = []
+        self.head = 0  # entries before it were trimmed
+        self.entries: dict[str, dict] = {}
         self.last: tuple[int, int] = (0, 0)
         self.groups: dict[str, _Group] = {}
+
+    def append(self, key: tuple[int, int], entry_id: str, payload: dict) -> None:
+        self.keys.append(key)
+        self.ids.append(entry_id)
+        self.entries[entry_id] = payload
+
+    def trim(self, bound: int) -> None:
+        while len(self.entries) > bound:
+            del self.entries[self.ids[self.head]]
+            self.head += 1
+        if self.head > 1024 and self.head * 2 > len(self.ids):
+            del self.keys[:self.head], self.ids[:self.head]
+            self.head = 0
+
+    def after(self, key: tuple[int, int], count: int | None = None) -> list[Message]:
+        """Entries with ids greater than ``key``, oldest first."""
+        lo = bisect.bisect_right(self.keys, key, lo=self.head)
+        hi = len(self.ids) if count is None else min(len(self.ids), lo + count)
+        return [Message(i, self.entries[i]) for i in self.ids[lo:hi]]
 
 
 class InProcessBus(EventBus):
@@ -338,9 +364,8 @@ class InProcessBus(EventBus):
                     return None
             s.last = key
             new_id = f"{key[0]}-{key[1]}"
-            s.entries[new_id] = payload
-            while len(s.entries) > self.config.bound(stream):
-                s.entries.popitem(last=False)
+            s.append(key, new_id, payload)
+            s.trim(self.config.bound(stream))
             self._changed.notify_all()
             return new_id
 
@@ -365,12 +390,7 @@ class InProcessBus(EventBus):
                 s = self._streams[stream]
                 g = self._group(stream, group)
                 g.consumers.add(consumer)
-                out = []
-                for entry_id, data in s.entries.items():
-                    if _id_key(entry_id) > g.last:
-                        out.append(Message(entry_id, data))
-                        if len(out) >= count:
-                            break
+                out = s.after(g.last, count)
                 if out:
                     now = time.monotonic()
                     for m in out:
@@ -436,20 +456,23 @@ class InProcessBus(EventBus):
 
     def range(self, stream: str, start: str = "-", end: str = "+", count: int | None = None) -> list[Message]:
         lo = (0, 0) if start == "-" else _id_key(start)
-        hi = (2**63, 2**63) if end == "+" else _id_key(end)
+        hi = (2**63, 2**63) if end == "+" else _id_key(end) if "-" in end else (int(end), 2**63)  # "ms": all of ms
         with self._changed:
             s = self._streams.get(stream)
             if s is None:
                 return []
-            out = [Message(i, d) for i, d in s.entries.items() if lo <= _id_key(i) <= hi]
-        return out[:count] if count is not None else out
+            first = bisect.bisect_left(s.keys, lo, lo=s.head)
+            last = bisect.bisect_right(s.keys, hi, lo=first)
+            if count is not None:
+                last = min(last, first + count)
+            return [Message(i, s.entries[i]) for i in s.ids[first:last]]
 
     def tail(self, stream: str, count: int) -> list[Message]:
         with self._changed:
             s = self._streams.get(stream)
             if s is None or count <= 0:
                 return []
-            return [Message(i, d) for i, d in list(s.entries.items())[-count:]]
+            return [Message(i, s.entries[i]) for i in s.ids[max(s.head, len(s.ids) - count):]]
 
     def length(self, stream: str) -> int:
         with self._changed:
