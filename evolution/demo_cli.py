@@ -190,12 +190,15 @@ def serve_step(tracking, port: int | None = None, *, run_dir: str | Path | None 
     args = build_parser().parse_args(["serve", "--host", host, "--port", str(port), "--tracking-uri", tracking.uri,
                                       "--model-name", tracking.registered_model])
     try:
-        return run_serve(args)
+        code = run_serve(args)
     finally:
         import ray
 
         if ray.is_initialized():  # a Ray the shadow step started (Redis bus: traders as actors)
             ray.shutdown()
+    if code == 0:
+        _say(f"Serve stopped; the registry stays in {tracking.uri} (`evolve status --tracking-uri {tracking.uri}`)")
+    return code
 
 
 def _write_request(run_dir: Path) -> tuple[Path, int] | None:
