@@ -149,7 +149,7 @@ def shadow_step(run_dir: str | Path, tracking) -> ShadowStep:
 
 
 def _nothing_promoted(champion: str | None, what: str) -> str:
-    then = f"the champion stays version {champion}" if champion else "the endpoint has no champion (/healthz: degraded)"
+    then = f"the champion stays version {champion}" if champion else "the endpoint starts without a champion"
     return f"{what}; {then}"
 
 

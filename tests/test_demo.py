@@ -72,7 +72,7 @@ def test_a_run_that_promotes_nothing_says_what_to_try(tmp_path, store, capsys):
     assert main(["demo", "--config", str(config), "--out", str(out), "--local", "--no-serve"]) == 0
     assert json.loads((out / "result.json").read_text())["promoted"] == []
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("demo: the run promoted")]
-    assert len(lines) == 1 and f"evolve shadow {out} --all" in lines[0] and "no champion" in lines[0]
+    assert len(lines) == 1 and f"evolve shadow {out} --all" in lines[0] and "without a champion" in lines[0]
     assert ModelRegistry(MODEL, store).champion() is None
 
 
