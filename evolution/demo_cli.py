@@ -80,14 +80,20 @@ def demo_command(args: argparse.Namespace) -> int:
     code = launch_run(prepared)
     if code != 0:
         return code
-    step = shadow_step(prepared.run.run_dir, tracking)
-    _say(step.message)
-    if step.code != 0:
-        return step.code
-    if args.no_serve:
-        _say(f"--no-serve: done; serve the registry later with `evolve serve --tracking-uri {tracking.uri}`")
-        return 0
-    return serve_step(tracking, args.port, run_dir=prepared.run.run_dir)
+    try:
+        step = shadow_step(prepared.run.run_dir, tracking)
+        _say(step.message)
+        if step.code != 0:
+            return step.code
+        if args.no_serve:
+            _say(f"--no-serve: done; serve the registry later with `evolve serve --tracking-uri {tracking.uri}`")
+            return 0
+        return serve_step(tracking, args.port, run_dir=prepared.run.run_dir)
+    finally:
+        import ray
+
+        if ray.is_initialized():  # the Ray of the shadow step (a Redis bus: traders as actors), Serve's too
+            ray.shutdown()
 
 
 # ---------------------------------------------------------------------------- shadow and promotion
@@ -189,13 +195,7 @@ def serve_step(tracking, port: int | None = None, *, run_dir: str | Path | None 
              f"curl -s http://{host}:{port}/v1/predict -H 'content-type: application/json' -d @{request[0]}")
     args = build_parser().parse_args(["serve", "--host", host, "--port", str(port), "--tracking-uri", tracking.uri,
                                       "--model-name", tracking.registered_model])
-    try:
-        code = run_serve(args)
-    finally:
-        import ray
-
-        if ray.is_initialized():  # a Ray the shadow step started (Redis bus: traders as actors)
-            ray.shutdown()
+    code = run_serve(args)  # joins a Ray that is running (the shadow step's), else starts and stops its own
     if code == 0:
         _say(f"Serve stopped; the registry stays in {tracking.uri} (`evolve status --tracking-uri {tracking.uri}`)")
     return code
