@@ -136,7 +136,7 @@ def shadow_step(run_dir: str | Path, tracking) -> ShadowStep:
     argv = ["shadow", str(run_dir), "--tracking-uri", tracking.uri, "--model-name", tracking.registered_model,
             "--state-dir", str(run_dir / "shadow_state")]
     args = build_parser().parse_args(argv)
-    _say(f"shadow: evolve {' '.join(argv[:2])} (the run's held-out bars, as fast as possible)")
+    _say(f"the run's held-out bars to its promoted strategies in shadow, as fast as possible: evolve shadow {run_dir}")
     with interrupt_on_signals():  # SIGTERM stops the replay as Ctrl-C does
         code = shadow_command(args)
     if code == 130:
