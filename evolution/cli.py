@@ -15,9 +15,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    from evolution import data_cli, run_cli
+    from evolution import data_cli, demo_cli, run_cli
 
     run_cli.register(sub)
+    demo_cli.register(sub)
     data_cli.register(sub)
     from evolution import sync_cli
 

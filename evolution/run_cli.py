@@ -20,6 +20,7 @@ import argparse
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 EXIT_FAILED = 1
@@ -33,10 +34,6 @@ RUN_EXAMPLES = """examples:
   evolve run --address 127.0.0.1:6380               # join a `ray start --head --port 6380` cluster
   evolve run --metrics-port 9477                    # Prometheus metrics on 127.0.0.1:9477/metrics
   evolve run --tracking-uri http://127.0.0.1:5000   # lineage to an MLflow server (--no-tracking: none)
-"""
-DEMO_EXAMPLES = """examples:
-  evolve demo                  # then: make mlflow-ui, and open runs/<run_id>/report.html
-  evolve demo --local --out runs/demo
 """
 
 
@@ -64,38 +61,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="do not log lineage to MLflow (also: tracking.enabled: false in the config)")
     run.set_defaults(func=run_command)
 
-    demo = subparsers.add_parser(
-        "demo", help="the embedded-default path: configs/demo.yaml on a synthetic market, local Ray, "
-        "lineage in sqlite:///mlflow.db",
-        description="Run the demo search (configs/demo.yaml) with every embedded default and log its "
-        "lineage to MLflow; `make mlflow-ui` then shows it.",
-        epilog=DEMO_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    demo.add_argument("--out", type=Path, help="run directory (default: runs/<run_id>)")
-    demo.add_argument("--local", action="store_true", help="run islands in-process, without Ray")
-    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
-    demo.set_defaults(func=demo_command, config=None, data=None, seed=None, resume=None, address=None,
-                      tracking_uri=None, no_tracking=False, metrics_port=None)
-
 
 def _fail(message: str, code: int = EXIT_USER_ERROR) -> int:
     print(f"evolve run: error: {message}", file=sys.stderr)
     return code
 
 
-def demo_command(args: argparse.Namespace) -> int:
-    code = run_command(args)
-    if code == 0:
-        print("demo: open the lineage with `make mlflow-ui` (MLflow UI on sqlite:///mlflow.db); "
-              "the live Serve endpoint joins the demo with the serving issues.")
-    return code
-
-
 def run_command(args: argparse.Namespace) -> int:
+    prepared = prepare_run(args)
+    return prepared if isinstance(prepared, int) else launch_run(prepared, args.address)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run planned from the command line, with the lineage tracking resolved once for it."""
+
+    run: object  # evolution.runner.RunPlan
+    tracking: object  # evolution.lineage.tracking.TrackingSettings
+    compiling: bool
+
+
+def prepare_run(args: argparse.Namespace) -> PreparedRun | int:
+    """The run of ``evolve run`` (or ``evolve demo``) planned, or the exit code of a bad input
+    (one line on stderr)."""
     from backtest.data import DataValidationError
     from evolution.config import ConfigError, load_config
     from evolution.lineage.tracking import TrackingError, resolve_tracking
-    from evolution.runner import COMPILE_NOTICE, RunDirectoryError, needs_compilation, plan, plan_resume
+    from evolution.runner import RunDirectoryError, needs_compilation, plan, plan_resume
 
     # the terminal is for the run: MLflow's INFO lines (database set-up, input example checks)
     # and artifact progress bars stay off it, in the lineage sender too (it inherits these)
@@ -137,13 +129,21 @@ def run_command(args: argparse.Namespace) -> int:
         return _fail(str(error))
     except KeyboardInterrupt:
         return _fail("interrupted before the run started", 128 + signal.SIGINT)
-    from evolution.ray_session import RayUnavailable, interrupt_on_signals
+    return PreparedRun(run, tracking, compiling)
 
-    if compiling:
+
+def launch_run(prepared: PreparedRun, address: str | None = None) -> int:
+    """Run the search, judge its winners, write the result and send the lineage; the exit code.
+    The lineage is sent (or spooled) when this returns."""
+    from evolution.ray_session import RayUnavailable, interrupt_on_signals
+    from evolution.runner import COMPILE_NOTICE, RunDirectoryError
+
+    run = prepared.run
+    if prepared.compiling:
         print(COMPILE_NOTICE, file=sys.stderr, flush=True)
     try:
         with interrupt_on_signals():
-            return _execute(run, args.address, tracking, compiling)
+            return _execute(run, address, prepared.tracking, prepared.compiling)
     except RayUnavailable as error:
         return _fail(str(error))
     except RunDirectoryError as error:

@@ -52,7 +52,7 @@ def _error(message: str) -> int:
     return EXIT_USER_ERROR
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((host, port))
@@ -74,7 +74,7 @@ def run_serve(args: argparse.Namespace) -> int:
     autoscaling = _autoscaling(args.min_replicas, args.max_replicas)
     if isinstance(autoscaling, str):
         return _error(autoscaling)
-    if args.address is None and not _port_free(args.host, args.port):
+    if args.address is None and not port_free(args.host, args.port):
         return _error(f"{args.host}:{args.port} is in use; pass another --port")
 
     import os
