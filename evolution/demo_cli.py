@@ -27,6 +27,7 @@ from pathlib import Path
 DEFAULT_PORT = 8000
 REQUEST_FILE = "predict_request.json"  # RUN_DIR/...: candles for the printed curl line
 REQUEST_MIN_BARS = 500
+SHADOW_TOP = 3  # promoted strategies the demo shadows: about 20 s each on the demo's 12,500 held-out bars
 
 EXAMPLES = """examples:
   evolve demo                          # search, shadow, promotion, then Serve on 127.0.0.1:8000 (or a free port)
@@ -52,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--port", type=int, help=f"HTTP port of the endpoint (default {DEFAULT_PORT} if free, "
                       "else a free one)")
     demo.add_argument("--no-serve", action="store_true", help="stop after the shadow replay and the promotion")
+    demo.add_argument("--shadow-top", type=int, default=SHADOW_TOP, metavar="N",
+                      help=f"shadow the run's N best promoted strategies (default {SHADOW_TOP}; each trades every "
+                      "held-out bar with the backtest's own code)")
     demo.set_defaults(func=demo_command, data=None, seed=None, resume=None, address=None,
                       tracking_uri=None, no_tracking=False, metrics_port=None)
 
@@ -81,7 +85,7 @@ def demo_command(args: argparse.Namespace) -> int:
     if code != 0:
         return code
     try:
-        step = shadow_step(prepared.run.run_dir, tracking)
+        step = shadow_step(prepared.run.run_dir, tracking, top=args.shadow_top)
         _say(step.message)
         if step.code != 0:
             return step.code
@@ -110,9 +114,9 @@ class ShadowStep:
     message: str
 
 
-def shadow_step(run_dir: str | Path, tracking) -> ShadowStep:
-    """Replay the run's holdout to its promoted strategies exactly as ``evolve shadow RUN_DIR``
-    does (speed: as fast as possible; state files under RUN_DIR/shadow_state), on the store of
+def shadow_step(run_dir: str | Path, tracking, top: int | None = SHADOW_TOP) -> ShadowStep:
+    """Replay the run's holdout to its ``top`` best promoted strategies exactly as ``evolve shadow
+    RUN_DIR --top N`` does (speed: as fast as possible; state files under RUN_DIR/shadow_state), on the store of
     ``tracking`` (``evolution.lineage.tracking.TrackingSettings``); the promotion gates judge
     each shadow and move the ``champion`` alias of ``tracking.registered_model``."""
     from evolution.cli import build_parser
@@ -134,9 +138,11 @@ def shadow_step(run_dir: str | Path, tracking) -> ShadowStep:
                           f"strategies have no registered version in {tracking.uri} (see the lineage line above: "
                           f"`evolve sync {run_dir}` sends a spooled lineage), so none went to shadow"))
     argv = ["shadow", str(run_dir), "--tracking-uri", tracking.uri, "--model-name", tracking.registered_model,
-            "--state-dir", str(run_dir / "shadow_state")]
+            "--state-dir", str(run_dir / "shadow_state")] + ([] if top is None else ["--top", str(top)])
     args = build_parser().parse_args(argv)
-    _say(f"the run's held-out bars to its promoted strategies in shadow, as fast as possible: evolve shadow {run_dir}")
+    which = "its promoted strategies" if top is None else f"its {top} best promoted strategies"
+    _say(f"the run's held-out bars to {which} in shadow, as fast as possible: {' '.join(['evolve'] + argv[:2])}"
+         + ("" if top is None else f" --top {top}"))
     with interrupt_on_signals():  # SIGTERM stops the replay as Ctrl-C does
         code = shadow_command(args)
     if code == 130:

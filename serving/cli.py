@@ -40,6 +40,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 SHADOW_EXAMPLES = """examples:
   evolve shadow runs/<run_id>                 # replay the run's holdout to its promoted strategies
   evolve shadow runs/<run_id> --all --speed 50
+  evolve shadow runs/<run_id> --top 3         # the three best promoted strategies only
   evolve shadow 3 4 --run runs/<run_id>       # registered versions 3 and 4 on that run's holdout
   evolve shadow 3 --exchange binance --symbol BTC/USDT --timeframe 1m   # live bars
 """
@@ -65,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     shadow.add_argument("targets", nargs="+", metavar="RUN_DIR|VERSION",
                         help="a finished `evolve run` directory (its promoted strategies) or registered versions")
     shadow.add_argument("--all", action="store_true", help="with RUN_DIR: the whole hall of fame, not only the promoted")
+    shadow.add_argument("--top", type=int, metavar="N",
+                        help="with RUN_DIR: only the first N of them in hall-of-fame order (default: all)")
     source = shadow.add_argument_group("bar source for versions")
     source.add_argument("--run", type=Path, help="replay this run's holdout")
     source.add_argument("--data", type=Path, help="replay a CSV/Parquet OHLCV file")
@@ -252,6 +255,10 @@ def _specs_and_feed(args, registry):
             genomes = holdout.genomes(promoted_only=not args.all)
             if not genomes:
                 raise UserError(f"{run_dir}: the run promoted no strategy; pass --all for its hall of fame, or versions")
+            if args.top is not None:
+                if args.top < 1:
+                    raise UserError(f"--top must be at least 1, got {args.top}")
+                genomes = genomes[:args.top]
             for genome in genomes:
                 spec = ShadowSpec(genome, stream, fees=holdout.fees, slippage=holdout.slippage)
                 found = _quiet(lambda spec=spec: registry.version_of(spec.strategy_id))

@@ -40,6 +40,12 @@ TRADES = "trades"
 AT = "at"
 
 
+def _candles(rows: np.ndarray) -> OHLCV:
+    """History rows as candles: OHLCV's array checks, not the DataFrame validation that
+    ``positions`` gives raw rows (70% of a bar's time over a long window)."""
+    return OHLCV(rows[:, 0].astype(np.int64), rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5])
+
+
 class ShadowConfig(BaseModel):
     """How shadow traders run (one config for all of them)."""
 
@@ -147,7 +153,7 @@ class ShadowTrader:
     # ------------------------------------------------------------------ signals
 
     def _positions_all(self) -> np.ndarray:
-        return positions(self.spec.genome, self.history.rows)
+        return positions(self.spec.genome, _candles(self.history.rows))
 
     def _target(self) -> int:
         rows, recorded = self.history.rows, self.history.recorded
@@ -160,7 +166,7 @@ class ShadowTrader:
         if n <= self.window:
             return int(self._positions_all()[-1])
         w = self.window
-        windowed = positions(self.spec.genome, rows[n - w:])
+        windowed = positions(self.spec.genome, _candles(rows[n - w:]))
         mine, past = windowed[w // 2:-1], recorded[n - w + w // 2:n - 1]
         opened = (np.diff(windowed[w // 2 - 1:-1]) != 0) & (np.diff(recorded[n - w + w // 2 - 1:n - 1]) != 0)
         if ((mine == past) & ((past == 0) | opened | self._stateless)).any():
@@ -252,7 +258,7 @@ class ShadowTrader:
         start = int(np.searchsorted(rows[:, 0], self.joined_timestamp))
         if rows.shape[0] - start < 2 or rows[start, 0] != self.joined_timestamp:
             return None  # the first traded bar left the in-memory history
-        market = OHLCV(rows[:, 0].astype(np.int64), rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5])
+        market = _candles(rows)
         result = evaluate([self.spec.genome], market, np.array([[start, rows.shape[0]]]), fees=self.spec.fees,
                           slippage=self.spec.slippage, init_cash=self.config.init_cash)
         return self.config.init_cash * (1.0 + float(result.metric(TOTAL_RETURN)[0, 0]))
