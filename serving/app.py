@@ -24,6 +24,7 @@ the registry is needed and away. Build it with :func:`application` or, from
 import asyncio
 import hmac
 import os
+import time
 
 import orjson
 from fastapi import FastAPI, Request
@@ -31,6 +32,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
+from backtest.telemetry import catalogue as M
+from backtest.telemetry.recorder import recorder
 from serving.app_config import LIVE_SETTINGS, TOKEN_ENV, ServeAppConfig, load_config
 from serving.registry import LIVE, ModelRegistry, RegistryError
 from serving.registry_view import LoadedStrategy, RegistryUnavailable, RegistryView, UnknownVersion
@@ -218,6 +221,19 @@ class StrategyServer:
                   "application/json": {"schema": PredictRequest.model_json_schema()}}}},
               summary="The target position of a strategy at the close of the last candle")
     async def predict(self, request: Request) -> Response:
+        started, outcome = time.perf_counter(), "error"
+        try:
+            response = await self._predict(request)
+            outcome = "ok"
+            return response
+        except ClientError:
+            outcome = "bad_request"
+            raise
+        finally:
+            recorder().count(M.SERVING_PREDICTIONS, outcome=outcome)
+            recorder().observe(M.SERVING_PREDICTION_LATENCY, time.perf_counter() - started)
+
+    async def _predict(self, request: Request) -> Response:
         body = await _read_body(request, self.limits["max_body_bytes"])
         parsed = parse_predict_body(body, max_candles=self.limits["max_candles"],
                                     header_version=serve.get_multiplexed_model_id() or None)

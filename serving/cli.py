@@ -83,6 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     shadow.add_argument("--local", action="store_true", help="traders as threads of this process, not Ray actors")
     shadow.add_argument("--address", help="Ray address to join (default: $RAY_ADDRESS, else a local Ray)")
     shadow.add_argument("--state-dir", default="shadow_state", help="trader state files when no Redis is configured")
+    shadow.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve the serving metrics (promotions, rollbacks, stage changes, shadow bars and "
+                        "drift of in-process traders) on 127.0.0.1:PORT/metrics while it runs (configs/prometheus.yml "
+                        "scrapes 9478; 0: a free port); Ray actors and Serve replicas export through Ray")
     _common(shadow)
     shadow.set_defaults(func=shadow_command)
 
@@ -256,8 +260,6 @@ def _specs_and_feed(args, registry):
             if not genomes:
                 raise UserError(f"{run_dir}: the run promoted no strategy; pass --all for its hall of fame, or versions")
             if args.top is not None:
-                if args.top < 1:
-                    raise UserError(f"--top must be at least 1, got {args.top}")
                 genomes = genomes[:args.top]
             for genome in genomes:
                 spec = ShadowSpec(genome, stream, fees=holdout.fees, slippage=holdout.slippage)
@@ -314,6 +316,28 @@ def _quiet(call):
         return None
 
 
+SERVING_PROCESS_METRICS = ("serving_promotions_total", "serving_rollbacks_total", "serving_stage_changes_total",
+                           "serving_errors_total")
+
+
+def _start_metrics(port: int) -> None:
+    """The serving metrics of this process on http://127.0.0.1:PORT/metrics (a one-line error if busy)."""
+    import prometheus_client
+
+    from backtest.telemetry import PrometheusRecorder, install
+    from backtest.telemetry.catalogue import BY_NAME
+
+    prometheus_client.disable_created_metrics()
+    rec = PrometheusRecorder(eager=tuple(BY_NAME[name] for name in SERVING_PROCESS_METRICS))
+    try:
+        server, _thread = prometheus_client.start_http_server(port, addr="127.0.0.1", registry=rec.registry)
+    except OSError as error:
+        raise UserError(f"metrics port 127.0.0.1:{port}: {error.strerror or error}; pick another --metrics-port "
+                        "(0: any free port)") from None
+    install(rec)
+    print(f"metrics: http://127.0.0.1:{server.server_port}/metrics", flush=True)
+
+
 def _shadow(args) -> int:
     from serving.controller import ControllerConfig
     from serving.registry import LIVE, SHADOW
@@ -322,6 +346,10 @@ def _shadow(args) -> int:
 
     if args.speed is not None and args.speed <= 0:
         raise UserError(f"--speed must be positive bars per second, got {args.speed}")
+    if args.top is not None and args.top < 1:
+        raise UserError(f"--top must be at least 1, got {args.top}")
+    if args.metrics_port is not None:
+        _start_metrics(args.metrics_port)
     registry = _registry(args)
     specs, feed, last = _specs_and_feed(args, registry)
     bus_config = _bus_config(args)

@@ -24,10 +24,12 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving import metrics as prom
+from backtest.telemetry import catalogue as M
+from backtest.telemetry.recorder import recorder
 from serving.bus import ALERTS, SIGNALS, STAGES, EventBus, GroupReader
 from serving.promotion import PROMOTE, REJECT, Decision, GateConfig, judge
 from serving.registry import LIVE, RETIRED, SHADOW, ModelRegistry, RegistryError
+from serving.trader import DRIFT
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def promote_version(registry: ModelRegistry, bus: EventBus | None, version: str,
              "previous": previous.version if previous else None, "reason": reason, "at": now_ms(),
              "decision": decision.to_dict() if decision else None}
     _publish(bus, STAGES, event)
-    prom.PROMOTIONS.inc()
+    recorder().count(M.SERVING_PROMOTIONS, stage=LIVE)
     return event
 
 
@@ -74,7 +76,7 @@ def rollback_champion(registry: ModelRegistry, bus: EventBus | None, *, reason: 
              "bar_timestamp": bar_timestamp}
     _publish(bus, STAGES, event)
     _publish(bus, ALERTS, event)
-    prom.ROLLBACKS.labels(kind).inc()
+    recorder().count(M.SERVING_ROLLBACKS)
     return event
 
 
@@ -154,7 +156,8 @@ class Controller:
         decision = judge(metrics, self.config.gates)
         decision = Decision(**{**decision.__dict__, "version": version, "strategy_id": info.strategy_id})
         self.decisions.append(decision)
-        prom.DECISIONS.labels(decision.verdict).inc()
+        if metrics.get(DRIFT) is not None:
+            recorder().observe(M.SHADOW_DRIFT, float(metrics[DRIFT]))
         if decision.verdict == PROMOTE:
             event = promote_version(self.registry, self.bus, version, reason=decision.reason, decision=decision)
             self._set_champion(version)

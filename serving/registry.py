@@ -38,6 +38,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from backtest.telemetry import catalogue as M
+from backtest.telemetry.recorder import recorder
 from backtest.tracking_names import (  # noqa: F401  (names serving's modules import from here)
     CANDIDATE,
     CHAMPION,
@@ -303,4 +305,8 @@ class ModelRegistry:
         history = info.history + [{"stage": stage, "at": at_ms, "reason": reason}]
         self.client.set_model_version_tag(self.name, info.version, STAGE_HISTORY_TAG, json.dumps(history))
         self.client.set_model_version_tag(self.name, info.version, STAGE_TAG, stage)
+        if info.stage != stage:
+            recorder().count(M.SERVING_STAGE_CHANGES, from_stage=info.stage or "none", to_stage=stage)
+            if stage == SHADOW:
+                recorder().count(M.SERVING_PROMOTIONS, stage=SHADOW)
         return event

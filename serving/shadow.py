@@ -25,6 +25,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from backtest.telemetry import catalogue as M
+from backtest.telemetry.recorder import recorder
 from serving.bus import SIGNALS, Backoff, BusConfig, BusUnavailable, EventBus, GroupReader, open_bus, retrying
 from serving.state import FileStateStore, RedisStateStore, StateStore
 from serving.trader import ShadowConfig, ShadowSpec, ShadowTrader
@@ -81,6 +83,8 @@ class ShadowRunner:
             if self.on_signal is not None:
                 self.on_signal(signal)
         traded = len(signals)
+        if traded:
+            recorder().count(M.SHADOW_BARS, traded)
         if batch:
             try:
                 self.reader.ack([m.id for m in batch])

@@ -7,10 +7,10 @@ import copy
 
 import numpy as np
 import pytest
-from prometheus_client import REGISTRY
 from serving_registry import register_genome
 
 from backtest.data import OHLCV, PlantedEdge, planted_edge_genome, synthetic_market
+from backtest.telemetry import PrometheusRecorder, install
 from serving.bus import ALERTS, STAGES, BusConfig, InProcessBus, bar_id, replay_stream
 from serving.controller import Controller, ControllerConfig, promote_version
 from serving.feed import bars_of, replay
@@ -78,11 +78,20 @@ def registry(tmp_path_factory):
     return reg, versions
 
 
-def counter(name, **labels):
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+@pytest.fixture
+def recorded():
+    """The serving metrics as `evolve shadow --metrics-port` exports them (a registry of this test)."""
+    rec = PrometheusRecorder()
+    install(rec)
+    yield rec
+    install(None)
 
 
-def test_the_controller_promotes_what_passes_and_retires_what_fails(registry, tmp_path):
+def sample(rec, name, **labels):
+    return rec.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_the_controller_promotes_what_passes_and_retires_what_fails(registry, recorded, tmp_path):
     reg, versions = registry
     market = synthetic_market(3000, seed=8, planted_edge=EDGE, regimes=False)
     bus = InProcessBus(BusConfig(block_ms=1))
@@ -96,7 +105,6 @@ def test_the_controller_promotes_what_passes_and_retires_what_fails(registry, tm
         runners[v] = ShadowRunner(spec, SMALL, bus, FileStateStore(tmp_path))
     controller = Controller(reg, bus, ControllerConfig(judge_every_bars=1000),
                             metrics_of=lambda v: runners[v].metrics())
-    promotions = counter("serving_promotions_total")
     for i, bar in enumerate(bars_of(market)):
         bar["warmup"] = i < 1000
         bus.publish(stream, bar, entry_id=bar_id(bar["timestamp"]))
@@ -110,7 +118,12 @@ def test_the_controller_promotes_what_passes_and_retires_what_fails(registry, tm
     assert decisions[good].verdict == PROMOTE and decisions[good].passed == 5
     assert decisions[bad].verdict == REJECT and decisions[bad].passed < 4
     assert reg.champion().version == good and reg.version(bad).stage == "retired"
-    assert counter("serving_promotions_total") == promotions + 1
+    assert sample(recorded, "serving_promotions_total", stage="live") == 1
+    assert sample(recorded, "serving_promotions_total", stage="shadow") == 2
+    assert sample(recorded, "serving_stage_changes_total", from_stage="shadow", to_stage="live") == 1
+    assert sample(recorded, "serving_stage_changes_total", from_stage="shadow", to_stage="retired") == 1
+    assert sample(recorded, "shadow_bars_processed_total") == 2 * (len(market) - 1000)
+    assert sample(recorded, "shadow_drift_ratio_count") == 2  # one judgement each
     # each decision records every criterion with the value judged, in the stage history and on the bus
     for v, stage in ((good, "live"), (bad, "retired")):
         latest = reg.version(v).history[-1]
@@ -137,7 +150,7 @@ def crash_market(n=300, crash_at=250):
                  np.full(n, 10.0))
 
 
-def test_a_drawdown_breach_rolls_back_to_the_previous_champion_within_the_bar(registry, tmp_path):
+def test_a_drawdown_breach_rolls_back_to_the_previous_champion_within_the_bar(registry, recorded, tmp_path):
     reg, versions = registry
     a, b = versions["a"], versions["b"]
     promote_version(reg, None, a, reason="test: first champion")
@@ -149,7 +162,6 @@ def test_a_drawdown_breach_rolls_back_to_the_previous_champion_within_the_bar(re
     runner = ShadowRunner(ShadowSpec(reg.genome(b), stream, version=b), SMALL, bus, FileStateStore(tmp_path))
     controller = Controller(reg, bus, ControllerConfig(gates=GateConfig(live_max_drawdown=0.15),
                                                        judge_every_bars=10**6, champion_refresh_s=0))
-    before = counter("serving_rollbacks_total", reason="drawdown")
     rolled_back_at = None
     for i, bar in enumerate(bars_of(market)):
         bus.publish(stream, bar, entry_id=bar_id(bar["timestamp"]))
@@ -162,7 +174,7 @@ def test_a_drawdown_breach_rolls_back_to_the_previous_champion_within_the_bar(re
     assert rolled_back_at == 251
     assert reg.champion().version == a and reg.previous_champion() is None
     assert reg.version(b).stage == "retired" and reg.version(a).stage == "live"
-    assert counter("serving_rollbacks_total", reason="drawdown") == before + 1
+    assert sample(recorded, "serving_rollbacks_total") == 1
     breach_ts = int(market.timestamp[251])
     for stream_name in (STAGES, ALERTS):
         event = bus.range(stream_name)[-1].data

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import numpy as np
 import pytest
@@ -67,6 +68,30 @@ def test_shadow_replays_a_runs_holdout_with_its_costs(run_dir, tmp_path, capsys)
     again, records_again = store.load(result["hall_of_fame"][-1]["strategy_id"])
     assert again["bars"] == end - start
     np.testing.assert_array_equal(records_again, records)
+
+
+def test_shadow_top_n_and_its_metrics_on_localhost(run_dir, tmp_path, capsys):
+    """--top 2: the first two of the hall of fame only; --metrics-port: the bars they traded, as
+    Prometheus reads them from the process's /metrics."""
+    from backtest.telemetry import install
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    try:
+        assert main(["shadow", str(run_dir), "--all", "--top", "2", "--local", "--tracking-uri", uri,
+                     "--state-dir", str(tmp_path / "state"), "--metrics-port", "0"]) == 0
+        out = capsys.readouterr().out
+        url = next(line.split()[1] for line in out.splitlines() if line.startswith("metrics: "))
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+    finally:
+        install(None)
+    result = json.loads((run_dir / "result.json").read_text())
+    start, end = result["market"]["holdout"]
+    ids = [m["strategy_id"] for m in result["hall_of_fame"]]
+    assert all(f"shadow-{sid}" in out for sid in ids[:2]) and not any(f"shadow-{sid}" in out for sid in ids[2:])
+    assert f"shadow_bars_processed_total {2 * (end - start)}.0" in text
+    assert "# TYPE serving_rollbacks_total counter" in text
+    assert main(["shadow", str(run_dir), "--top", "0", "--local"]) == 2
+    assert "--top must be at least 1" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
