@@ -89,6 +89,9 @@ def demo_command(args: argparse.Namespace) -> int:
         _say(step.message)
         if step.code != 0:
             return step.code
+        from evolution.report_html import write_report
+
+        _say(f"report with the shadow equity: {write_report(prepared.run.run_dir, market=prepared.run.spec.market)}")
         if args.no_serve:
             _say(f"--no-serve: done; serve the registry later with `evolve serve --tracking-uri {tracking.uri}`")
             return 0

@@ -342,6 +342,7 @@ def _shadow(args) -> int:
     from serving.controller import ControllerConfig
     from serving.registry import LIVE, SHADOW
     from serving.service import ShadowService
+    from serving.shadow import open_store
     from serving.trader import ShadowConfig
 
     if args.speed is not None and args.speed <= 0:
@@ -380,4 +381,31 @@ def _shadow(args) -> int:
               f"max_drawdown {s['max_drawdown']:.4g}  trades {s['trades']}  errors {s['errors']}")
     for d in decisions:
         print(f"version {d.version}: {d.reason}")
+    run_dir = next((Path(t) for t in args.targets if Path(t).is_dir()), None)
+    if run_dir is not None and last is not None:
+        path = _write_shadow_equity(run_dir, specs, open_store(shadow_config, bus_config))
+        print(f"shadow equity: {path} (`evolve report {run_dir}` draws it)")
     return 0
+
+
+def _write_shadow_equity(run_dir: Path, specs, store) -> Path:
+    """The traders' paper equity over the replayed bars, for the run's report
+    (``evolution.report_data.SHADOW_EQUITY_FILE``: strategy_id, timestamp, equity)."""
+    import pandas as pd
+
+    from evolution.report_data import SHADOW_EQUITY_FILE
+    from serving.state import RECORD_FIELDS
+
+    at = {name: i for i, name in enumerate(RECORD_FIELDS)}
+    frames = []
+    for spec in specs:
+        _, records = store.load(spec.strategy_id)
+        traded = records[records[:, at["warmup"]] == 0]
+        frames.append(pd.DataFrame({"strategy_id": spec.strategy_id, "timestamp": traded[:, at["timestamp"]].astype("int64"),
+                                    "equity": traded[:, at["equity"]]}))
+    path = run_dir / SHADOW_EQUITY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pd.concat(frames, ignore_index=True).to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path

@@ -5,6 +5,7 @@ import json
 import urllib.request
 
 import numpy as np
+import pandas as pd
 import pytest
 from serving_helpers import delete_prefix, shared_redis_url, unique_prefix
 from serving_registry import register_genome
@@ -12,6 +13,7 @@ from serving_registry import register_genome
 from backtest.data import PlantedEdge, planted_edge_genome
 from backtest.families.rules import sma_crossover_genome
 from evolution.cli import main
+from evolution.report_data import SHADOW_EQUITY_FILE
 from serving.bus import STAGES, BusConfig
 from serving.redis_bus import RedisBus
 from serving.registry import ModelRegistry
@@ -89,6 +91,10 @@ def test_shadow_top_n_and_its_metrics_on_localhost(run_dir, tmp_path, capsys):
     ids = [m["strategy_id"] for m in result["hall_of_fame"]]
     assert all(f"shadow-{sid}" in out for sid in ids[:2]) and not any(f"shadow-{sid}" in out for sid in ids[2:])
     assert f"shadow_bars_processed_total {2 * (end - start)}.0" in text
+    equity = pd.read_parquet(run_dir / SHADOW_EQUITY_FILE)  # what the run's report draws
+    assert list(equity.groupby("strategy_id", sort=False).size().items()) == [(sid, end - start) for sid in ids[:2]]
+    first = equity[equity["strategy_id"] == ids[0]]["equity"].iloc[-1]
+    assert first == pytest.approx(1.0 + result["hall_of_fame"][0]["metrics"]["holdout"]["total_return"], rel=1e-9)
     assert "# TYPE serving_rollbacks_total counter" in text
     assert main(["shadow", str(run_dir), "--top", "0", "--local"]) == 2
     assert "--top must be at least 1" in capsys.readouterr().err
