@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from backtest.data import OHLCV, PlantedEdge, load, synthetic_market
+from backtest.data.frame import COLUMNS
 from serving.bus import Backoff, EventBus, bar_id, bar_stream, retrying
 
-CANDLE_FIELDS = ("timestamp", "open", "high", "low", "close", "volume")
+CANDLE_FIELDS = COLUMNS  # the data layer's candle columns, in its order
 
 
 class FeedError(ValueError):

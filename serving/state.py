@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from backtest.data.frame import COLUMNS
 from serving.bus import BusUnavailable
 
-RECORD_FIELDS = ("timestamp", "open", "high", "low", "close", "volume", "warmup", "position", "equity")
+RECORD_FIELDS = (*COLUMNS, "warmup", "position", "equity")
 RECORD_WIDTH = len(RECORD_FIELDS)
 N_RECORDS = "n_records"
 
