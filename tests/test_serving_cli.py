@@ -50,37 +50,15 @@ def run_dir(tmp_path_factory):
 
 
 def test_shadow_replays_a_runs_holdout_with_its_costs(run_dir, tmp_path, capsys):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    state = tmp_path / "state"
-    assert main(["shadow", str(run_dir), "--all", "--local", "--tracking-uri", uri, "--state-dir", str(state)]) == 0
-    out = capsys.readouterr().out
-    result = json.loads((run_dir / "result.json").read_text())
-    start, end = result["market"]["holdout"]
-    store = FileStateStore(state)
-    for entry in result["hall_of_fame"]:
-        sid = entry["strategy_id"]
-        assert f"shadow-{sid}" in out
-        saved, records = store.load(sid)
-        traded = records[records[:, 6] == 0]
-        assert traded.shape[0] == end - start and saved["bars"] == end - start
-        # the paper book over the holdout ends where the run's own holdout evaluation ended
-        assert traded[-1, 8] == pytest.approx(1.0 + entry["metrics"]["holdout"]["total_return"], rel=1e-9)
-    # a second run finds every bar traded already: nothing changes
-    assert main(["shadow", str(run_dir), "--all", "--local", "--tracking-uri", uri, "--state-dir", str(state)]) == 0
-    again, records_again = store.load(result["hall_of_fame"][-1]["strategy_id"])
-    assert again["bars"] == end - start
-    np.testing.assert_array_equal(records_again, records)
-
-
-def test_shadow_top_n_and_its_metrics_on_localhost(run_dir, tmp_path, capsys):
-    """--top 2: the first two of the hall of fame only; --metrics-port: the bars they traded, as
-    Prometheus reads them from the process's /metrics."""
+    """--all --top 3: the hall of fame's first three; --metrics-port: the bars they traded as
+    Prometheus reads them; the paper equity left for the run's report."""
     from backtest.telemetry import install
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    state = tmp_path / "state"
+    args = ["shadow", str(run_dir), "--all", "--top", "3", "--local", "--tracking-uri", uri, "--state-dir", str(state)]
     try:
-        assert main(["shadow", str(run_dir), "--all", "--top", "2", "--local", "--tracking-uri", uri,
-                     "--state-dir", str(tmp_path / "state"), "--metrics-port", "0"]) == 0
+        assert main([*args, "--metrics-port", "0"]) == 0
         out = capsys.readouterr().out
         url = next(line.split()[1] for line in out.splitlines() if line.startswith("metrics: "))
         text = urllib.request.urlopen(url, timeout=5).read().decode()
@@ -88,16 +66,34 @@ def test_shadow_top_n_and_its_metrics_on_localhost(run_dir, tmp_path, capsys):
         install(None)
     result = json.loads((run_dir / "result.json").read_text())
     start, end = result["market"]["holdout"]
+    store = FileStateStore(state)
     ids = [m["strategy_id"] for m in result["hall_of_fame"]]
-    assert all(f"shadow-{sid}" in out for sid in ids[:2]) and not any(f"shadow-{sid}" in out for sid in ids[2:])
-    assert f"shadow_bars_processed_total {2 * (end - start)}.0" in text
-    equity = pd.read_parquet(run_dir / SHADOW_EQUITY_FILE)  # what the run's report draws
-    assert list(equity.groupby("strategy_id", sort=False).size().items()) == [(sid, end - start) for sid in ids[:2]]
-    first = equity[equity["strategy_id"] == ids[0]]["equity"].iloc[-1]
-    assert first == pytest.approx(1.0 + result["hall_of_fame"][0]["metrics"]["holdout"]["total_return"], rel=1e-9)
+    for entry in result["hall_of_fame"][:3]:
+        sid = entry["strategy_id"]
+        assert f"shadow-{sid}" in out
+        saved, records = store.load(sid)
+        traded = records[records[:, 6] == 0]
+        assert traded.shape[0] == end - start and saved["bars"] == end - start
+        # the paper book over the holdout ends where the run's own holdout evaluation ended
+        assert traded[-1, 8] == pytest.approx(1.0 + entry["metrics"]["holdout"]["total_return"], rel=1e-9)
+    assert not any(f"shadow-{sid}" in out for sid in ids[3:]) and store.load(ids[3])[0] is None
+    assert f"shadow_bars_processed_total {3 * (end - start)}.0" in text
     assert "# TYPE serving_rollbacks_total counter" in text
+    equity = pd.read_parquet(run_dir / SHADOW_EQUITY_FILE)  # what the run's report draws
+    assert list(equity.groupby("strategy_id", sort=False).size().items()) == [(sid, end - start) for sid in ids[:3]]
+    assert equity[equity["strategy_id"] == ids[0]]["equity"].iloc[-1] == pytest.approx(traded_equity(store, ids[0]))
+    # a second run finds every bar traded already: nothing changes
+    assert main(args) == 0
+    again, records_again = store.load(ids[2])
+    assert again["bars"] == end - start
+    np.testing.assert_array_equal(records_again, records)
     assert main(["shadow", str(run_dir), "--top", "0", "--local"]) == 2
     assert "--top must be at least 1" in capsys.readouterr().err
+
+
+def traded_equity(store, strategy_id):
+    _, records = store.load(strategy_id)
+    return records[records[:, 6] == 0][-1, 8]
 
 
 @pytest.fixture(scope="module")
