@@ -24,6 +24,7 @@ import pandas as pd
 
 from evolution import trials
 from evolution.fitness import WORST, weights
+from evolution.lineage.data import Node as LineageNode
 
 #: Equity of a strategy in shadow (paper) trading, when serving recorded it for this run:
 #: columns strategy_id, timestamp (ms), equity (growth of 1.0). Absent until serving writes it.
@@ -38,15 +39,6 @@ GATE_VALUES = {
     "min_trades": (("metrics", "holdout", "n_trades"), "min_trades", ">="),
     "max_drawdown": (("metrics", "holdout", "max_drawdown"), "max_drawdown", "<="),
 }
-
-
-@dataclass
-class LineageNode:
-    strategy_id: str
-    generation: int
-    island: int
-    operator: str
-    parents: tuple[str, ...]
 
 
 @dataclass
