@@ -243,7 +243,7 @@ def test_shadow_actors_survive_a_kill_and_a_redis_restart(ray_session, tmp_path)
         wait_until(shadows, first_ts + 400 * 60_000, timeout_s=120)
         ray.kill(shadows[0].actor, no_restart=False)   # the actor dies mid-stream; Ray restarts it
         wait_until(shadows, first_ts + 900 * 60_000, timeout_s=120)
-        server.restart(down_s=1.0)                      # Redis goes away and comes back
+        server.restart(down_s=3.0)                      # Redis goes away (long enough for every trader to notice)
         feed.join(120)
         assert not feed.is_alive()
         statuses = wait_until(shadows, int(MARKET.timestamp[-1]), timeout_s=180)
