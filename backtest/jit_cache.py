@@ -89,6 +89,39 @@ def is_compiled(package: str = "backtest") -> bool | None:
     return folder.is_dir() and next(folder.rglob("*.nbi"), None) is not None
 
 
+def kernel_packages() -> tuple[str, ...]:
+    """The packages of ``PACKAGES`` that define numba kernels (a module of theirs uses numba)."""
+    return tuple(p for p in PACKAGES if package_stamp(PROJECT_ROOT / p) != hashlib.sha256().hexdigest())
+
+
+def warm_marker() -> Path | None:
+    """The file that says every kernel of this version of the code was compiled on this kind of
+    machine (``evolve warm`` writes it when it is done); None when this cache is off. Its name
+    covers every kernel package's source, numba's and Python's versions and the CPU, which
+    numba's compiled code depends on."""
+    base = jit_cache_dir()
+    if base is None or config.CACHE_DIR:
+        return None
+    import platform
+
+    import llvmlite.binding as llvm
+    import numba
+
+    digest = hashlib.sha256()
+    for package in kernel_packages():
+        digest.update(f"{package}={package_stamp(PROJECT_ROOT / package)};".encode())
+    digest.update(f"{numba.__version__};{platform.python_version()};{llvm.get_process_triple()};"
+                  f"{llvm.get_host_cpu_name()}".encode())
+    return base / f"warm-{digest.hexdigest()[:20]}.json"
+
+
+def is_warm() -> bool | None:
+    """Whether ``evolve warm`` compiled every kernel of this version of the code on this machine;
+    None when this cache is off."""
+    marker = warm_marker()
+    return None if marker is None else marker.is_file()
+
+
 class ContentCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
     """Caches a function of this project in ``jit_cache_dir()/<package>-<stamp>/<subdir>``."""
 
