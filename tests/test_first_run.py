@@ -4,8 +4,8 @@ the kernels (`evolve warm`, saying so) and the demo, Ray workers included, compi
 The clone's `.venv` takes its dependencies from this test's environment (a `.pth` file, and the
 stamp `./dev` writes after installing): `./dev`'s pip step is what a fresh machine adds (about a
 minute with a warm pip cache), and it is not what this test is about. Nothing is linked into
-the clone, and everything the test writes besides `.venv` (config, run, MLflow store, kernel
-cache, HOME) lives outside it.
+the clone (no symlink, `.venv` has copies), and what the test writes besides `.venv` (config,
+run, MLflow store, kernel cache, HOME) lives outside it.
 """
 from __future__ import annotations
 
@@ -35,7 +35,9 @@ def fresh_clone(tmp_path: Path) -> Path:
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True, timeout=120)
     base_python = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
     venv = clone / ".venv"
-    subprocess.run([str(base_python), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    subprocess.run([str(base_python), "-m", "venv", "--without-pip", "--copies", str(venv)], check=True, timeout=120)
+    if (venv / "lib64").is_symlink():  # venv's alias of lib/: nothing here needs it
+        (venv / "lib64").unlink()
     site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     paths = dict.fromkeys([str(clone), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site / "test-environment.pth").write_text("\n".join(paths) + "\n")  # the clone itself, as `pip install -e`
@@ -75,6 +77,7 @@ def test_the_first_demo_of_a_fresh_clone_compiles_during_set_up_only(tmp_path):
     written_later = [p.name for p in kernels if p.stat().st_mtime_ns > marker.stat().st_mtime_ns]
     assert written_later == [], f"the demo compiled again: {written_later}"
     assert "demo: --no-serve: done" in done.stdout
+    assert [p for p in clone.rglob("*") if p.is_symlink()] == []
     assert json.loads((run_dir / "result.json").read_text())["hall_of_fame"]
 
     generations = json.loads((run_dir / "timing.json").read_text())["generations"]
