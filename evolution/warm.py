@@ -83,7 +83,12 @@ def warm_command(args: argparse.Namespace) -> int:
     print(f"compiling kernels (first set-up only, about {expected_seconds(workers):.0f} s on "
           f"{workers} CPU{'s' if workers > 1 else ''})...", flush=True)
     started = time.perf_counter()
-    times, failed = compile_parts(parts, workers)
+    try:
+        times, failed = compile_parts(parts, workers)
+    except KeyboardInterrupt:
+        print("evolve warm: interrupted; what was compiled is kept, `evolve warm` compiles the rest",
+              file=sys.stderr)
+        return 130
     seconds = time.perf_counter() - started
     if failed:
         for part, error in failed:
