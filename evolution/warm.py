@@ -34,7 +34,7 @@ from multiprocessing import get_context
 
 WARM_BARS = 600  # enough for three walk-forward folds and a holdout
 WARM_GENOMES = 48  # random genomes per family: every indicator, comparison and direction shows up
-COMPILE_CPU_SECONDS = 100  # CPU seconds of a cold compile of every part (measured: see the README)
+COMPILE_CPU_SECONDS = 110  # CPU seconds of a cold compile of every part, process starts included (see the README)
 
 EXAMPLES = """examples:
   evolve warm                 # compile what this version of the code lacks, in parallel processes
@@ -97,10 +97,15 @@ def warm_command(args: argparse.Namespace) -> int:
               "is missing itself", file=sys.stderr)
         return 1
     marker = warm_marker()
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"seconds": round(seconds, 1), "processes": workers, "parts": times}, indent=1))
-    os.replace(tmp, marker)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"seconds": round(seconds, 1), "processes": workers, "parts": times}, indent=1))
+        os.replace(tmp, marker)
+    except OSError as error:  # e.g. a read-only cache: the kernels went to numba's own places
+        print(f"compiled kernels in {seconds:.0f} s, but {marker.parent} cannot be written ({error.strerror or error}): "
+              "`evolve warm` will run again; set EVOLVE_JIT_CACHE_DIR to a writable folder", flush=True)
+        return 0
     print(f"compiled kernels in {seconds:.0f} s ({jit_cache_dir()})", flush=True)
     return 0
 
