@@ -1,7 +1,7 @@
 """Numba's on-disk cache for this project's kernels, kept by source content instead of by path.
 
 Numba caches a ``cache=True`` function next to its source, in ``__pycache__``. A cold compile
-of every kernel takes about 100 s of CPU (the rules family's population kernel alone 47 s),
+of every kernel takes about 100 s of CPU (the rules family's population kernel alone 45 s),
 and every new copy of the code pays it again: a fresh clone, and above all every ``ray job submit --working-dir``,
 whose package Ray unpacks into a new directory without ``__pycache__`` (it honours
 ``.gitignore``). Each island actor of such a job compiled the kernels from scratch before
