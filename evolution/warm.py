@@ -102,7 +102,7 @@ def warm_command(args: argparse.Namespace) -> int:
         tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"seconds": round(seconds, 1), "processes": workers, "parts": times}, indent=1))
         os.replace(tmp, marker)
-    except OSError as error:  # e.g. a read-only cache: the kernels went to numba's own places
+    except OSError as error:  # e.g. a read-only cache: the kernels went to the JIT's own places
         print(f"compiled kernels in {seconds:.0f} s, but {marker.parent} cannot be written ({error.strerror or error}): "
               "`evolve warm` will run again; set EVOLVE_JIT_CACHE_DIR to a writable folder", flush=True)
         return 0

@@ -130,6 +130,10 @@ def test_the_warm_marker_names_this_version_of_every_kernel_package(tmp_path):
         with open(changed / package / module, "a") as handle:
             handle.write("\n# changed\n")
         assert marker_name(changed, cache) != first, package
+    warm_changed = copy_project(tmp_path / "changed-warm")  # `evolve warm` itself compiles nothing
+    with open(warm_changed / "evolution" / "warm.py", "a") as handle:
+        handle.write("\n# changed\n")
+    assert marker_name(warm_changed, cache) == first
 
 
 def test_warm_if_needed_says_nothing_once_this_version_is_warm(tmp_path, monkeypatch, capsys):
