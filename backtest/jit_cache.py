@@ -1,8 +1,8 @@
 """Numba's on-disk cache for this project's kernels, kept by source content instead of by path.
 
 Numba caches a ``cache=True`` function next to its source, in ``__pycache__``. A cold compile
-of the fused population kernel takes about two minutes on one core, and every new copy of
-the code pays it again: a fresh clone, and above all every ``ray job submit --working-dir``,
+of every kernel takes about 100 s of CPU (the rules family's population kernel alone 45 s),
+and every new copy of the code pays it again: a fresh clone, and above all every ``ray job submit --working-dir``,
 whose package Ray unpacks into a new directory without ``__pycache__`` (it honours
 ``.gitignore``). Each island actor of such a job compiled the kernels from scratch before
 generation 0.
@@ -15,6 +15,9 @@ same code on the machine shares one compiled set, and a change to any kernel mod
 the file that defines a function, as numba itself checks) gives a fresh set. Numba still
 checks the function's bytecode, argument types and CPU in its index. Concurrent writers are
 safe: numba writes cache files atomically.
+
+``evolve warm`` (``evolution/warm.py``) compiles every kernel of a version ahead and leaves
+:func:`warm_marker` behind; ``./dev`` runs it after installing.
 
 ``NUMBA_CACHE_DIR`` set by the user, or ``EVOLVE_JIT_CACHE_DIR=off`` (or ``EVOLVE_CACHE_DIR=off``),
 leaves numba's own choice in place. Functions outside this project are never affected. Old
@@ -80,13 +83,46 @@ def version_dir(base: Path, package: str) -> Path:
 def is_compiled(package: str = "backtest") -> bool | None:
     """Whether this version of the package's kernels was compiled on this machine already (its
     directory holds an index); None when this cache is off (numba's own cache: unknown). A
-    fresh machine or a changed kernel module gives False: the first run compiles, for about
-    two minutes on one core."""
+    fresh machine or a changed kernel module gives False: the first run compiles what it uses
+    (the demo's kernels: about 45 s of CPU in each island), unless ``evolve warm`` ran."""
     base = jit_cache_dir()
     if base is None or config.CACHE_DIR:
         return None
     folder = version_dir(base, package)
     return folder.is_dir() and next(folder.rglob("*.nbi"), None) is not None
+
+
+def kernel_packages() -> tuple[str, ...]:
+    """The packages of ``PACKAGES`` that define numba kernels (a module of theirs uses numba)."""
+    return tuple(p for p in PACKAGES if package_stamp(PROJECT_ROOT / p) != hashlib.sha256().hexdigest())
+
+
+def warm_marker() -> Path | None:
+    """The file that says every kernel of this version of the code was compiled on this kind of
+    machine (``evolve warm`` writes it when it is done); None when this cache is off. Its name
+    covers every kernel package's source, numba's and Python's versions and the CPU, which
+    numba's compiled code depends on."""
+    base = jit_cache_dir()
+    if base is None or config.CACHE_DIR:
+        return None
+    import platform
+
+    import llvmlite.binding as llvm
+    import numba
+
+    digest = hashlib.sha256()
+    for package in kernel_packages():
+        digest.update(f"{package}={package_stamp(PROJECT_ROOT / package)};".encode())
+    digest.update(f"{numba.__version__};{platform.python_version()};{llvm.get_process_triple()};"
+                  f"{llvm.get_host_cpu_name()}".encode())
+    return base / f"warm-{digest.hexdigest()[:20]}.json"
+
+
+def is_warm() -> bool | None:
+    """Whether ``evolve warm`` compiled every kernel of this version of the code on this machine;
+    None when this cache is off."""
+    marker = warm_marker()
+    return None if marker is None else marker.is_file()
 
 
 class ContentCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):

@@ -11,7 +11,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distributed strategy evolution engine.",
         epilog="examples:\n  evolve demo\n  evolve run --config configs/demo.yaml --metrics-port 9477\n"
         "  evolve report runs/<run_id>\n  evolve data fetch --exchange binance --symbol BTC/USDT --timeframe 1h "
-        "--since 2024-01-01\n  evolve sync runs/<run_id>\n\n`evolve COMMAND --help` shows each command's options and examples.",
+        "--since 2024-01-01\n  evolve sync runs/<run_id>\n  evolve warm\n\n`evolve COMMAND --help` shows each command's options and examples.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     from serving import serve_cli  # light: Ray and the Serve app are imported when `evolve serve` runs
 
     serve_cli.register(sub)
+    from evolution import warm
+
+    warm.register(sub)
     return parser
 
 
