@@ -84,6 +84,36 @@ def test_resume_after_an_interruption_gives_the_same_result(reference, tmp_path)
     assert pd.read_parquet(tmp_path / "trials").equals(pd.read_parquet(reference / "trials"))
 
 
+class InterruptedPool(LocalPool):
+    """Local islands that stop the run when the driver asks for generation 3, while the
+    background writer still has generation 2 in flight."""
+
+    def submit(self, method, args):
+        if method.startswith("step") and args[0][0] == 3:
+            raise Interrupt
+        return super().submit(method, args)
+
+
+def test_resume_after_a_stop_while_a_generation_was_being_written(reference, tmp_path):
+    """The trial log and checkpoints are written on a background thread: a run stopped while a
+    write was in flight leaves that generation complete on disk (the driver waits for it) and
+    resumes from it to the very result of an uninterrupted run."""
+    config = small_config()
+    run = plan(config, out_dir=tmp_path)
+    with pytest.raises(Interrupt):
+        execute(run, InterruptedPool(config, run.spec.market, run.spec.split.test_ranges()))
+    assert sorted(p.name for p in (tmp_path / "trials").iterdir()) == [f"generation-{g:05d}.parquet" for g in range(3)]
+    run = plan_resume(tmp_path)
+    assert run.start_generation == 3
+    execute(run, LocalPool(run.config, run.spec.market, run.spec.split.test_ranges()))
+    assert (tmp_path / "result.json").read_bytes() == (reference / "result.json").read_bytes()
+    assert pd.read_parquet(tmp_path / "trials").equals(pd.read_parquet(reference / "trials"))
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert [t["generation"] for t in timing["generations"]] == list(range(3, config.generations))  # this session's
+    for entry in timing["generations"]:
+        assert {"seconds", "waiting_seconds", "driver_cpu_seconds", "writing_seconds", "write_wait_seconds"} <= set(entry)
+
+
 def test_cli_run_and_resume_local(reference, tmp_path, capsys):
     import yaml
 
