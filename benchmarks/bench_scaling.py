@@ -140,6 +140,13 @@ def main() -> int:
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2, help="generations left out of the per-generation figures")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray, shared by all island actors")
+    parser.add_argument("--probe-population", type=int, default=128,
+                        help="the production-size probe: 2 islands of this population, one CPU each (0: no probe)")
+    parser.add_argument("--probe-bars", type=int, default=100_000)
+    parser.add_argument("--cores", type=int, nargs="+", default=[64, 1000],
+                        help="cluster sizes (one island per core) to extrapolate to")
+    parser.add_argument("--head-network-gbit", type=float, default=12.5, help="head node NIC (m6i.xlarge: up to 12.5)")
+    parser.add_argument("--disk-mb-s", type=float, default=125.0, help="head node disk (EBS gp3 baseline: 125 MB/s)")
     args = parser.parse_args()
 
     import ray
@@ -153,13 +160,56 @@ def main() -> int:
                                        args.warmup))
             r = results[-1]
             print(f"  ran {islands} islands: actors up in {r['startup_seconds']:.1f} s", file=sys.stderr, flush=True)
+        probe = None
+        if args.probe_population:
+            probe = run_islands(2, args.probe_population, args.probe_bars, args.generations, 2, max(args.warmup, 3))
+            print("  ran the production-size probe", file=sys.stderr, flush=True)
     finally:
         ray.shutdown()
     print_table(results, args)
+    if probe is not None:
+        print_extrapolation(results, probe, args)
     folder = ROOT / "benchmarks" / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bench_scaling.json").write_text(json.dumps({"args": vars(args), "runs": results}, indent=2))
+    (folder / "bench_scaling.json").write_text(json.dumps({"args": vars(args), "runs": results, "probe": probe}, indent=2))
     return 0
+
+
+def print_extrapolation(results: list[dict], probe: dict, args) -> None:
+    """A linear model from the measurements: the driver's main thread costs a fixed part per island
+    (the most-islands run's figure per island, its few rows included) plus a part per trial row (the
+    probe's figure per row, its fixed part included: both err high); the writer thread, the bytes to
+    the driver and the trial log cost per trial row (the probe's). An island's generation takes
+    the probe's time (one island per core). A resource saturates when it needs more than that."""
+    widest = max(results, key=lambda r: r["islands"])
+    rows_per_generation = probe["trial_log_rows"] / args.generations
+    per_island = widest["driver_main_cpu"] / widest["islands"]
+    main_per_row = probe["driver_main_cpu"] / rows_per_generation
+    writer_per_row = probe["driver_writer_cpu"] / rows_per_generation
+    wire_per_row = probe["received_bytes_per_generation"] / rows_per_generation
+    disk_per_row = probe["trial_log_bytes"] / probe["trial_log_rows"]
+    pop, t = args.probe_population, probe["generation_seconds"]
+    nic, disk = args.head_network_gbit * 1e9 / 8, args.disk_mb_s * 1e6
+    print(f"probe: 2 islands x {pop} on {args.probe_bars:,} bars, one CPU each: {t:.2f} s per generation; per trial row: "
+          f"driver main thread {main_per_row * 1e6:.0f} us, writer thread {writer_per_row * 1e6:.0f} us, "
+          f"{wire_per_row / 1e3:.1f} kB islands->driver, {disk_per_row / 1e3:.1f} kB of trial log "
+          f"({disk_per_row / 1e3:.1f} GB per million trials); driver main thread per island {per_island * 1e3:.2f} ms "
+          f"({widest['islands']} islands)")
+    needs = {
+        "driver main thread": lambda n: n * (per_island + pop * main_per_row),
+        "driver writer thread": lambda n: n * pop * writer_per_row,
+        f"head network ({args.head_network_gbit:g} Gbit/s)": lambda n: n * pop * wire_per_row / nic,
+        f"trial-log disk ({args.disk_mb_s:g} MB/s)": lambda n: n * pop * disk_per_row / disk,
+    }
+    print(f"| need per generation (s) at {pop} per island, {args.probe_bars:,} bars; an island takes {t:.2f} s | "
+          + " | ".join(f"{c} cores" for c in args.cores) + " | saturates at islands |")
+    print("|---|" + "---:|" * (len(args.cores) + 1))
+    for name, need in needs.items():
+        print(f"| {name} | " + " | ".join(f"{need(c):.2f} ({need(c) / t:.1f}x)" for c in args.cores)
+              + f" | {t / need(1):,.0f} |")
+    for c in args.cores:
+        print(f"at {c} cores: {c * pop / t:,.0f} trials/s, {c * pop * disk_per_row / t / 1e9:.2f} GB/s of trial log "
+              f"({c * pop * disk_per_row / t * 3600 / 1e12:.1f} TB an hour), {5 * c + 2:,} MLflow metric points per generation")
 
 
 def print_table(results: list[dict], args) -> None:
