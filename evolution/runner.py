@@ -194,7 +194,10 @@ def _submit_generation(pool, config: EvolutionConfig, g: int) -> tuple[list, lis
 
 
 def _collect_generation(pool, queued: tuple[list, list, list], states_before: list) -> tuple[list[dict], list, list, int]:
-    stepped, migrated, deltas = (pool.collect(handles) for handles in queued)
+    stepped, migrated, deltas = queued
+    answers = pool.collect([*stepped, *migrated, *deltas])  # one round trip, migration or not
+    a, b = len(stepped), len(stepped) + len(migrated)
+    stepped, migrated, deltas = answers[:a], answers[a:b], answers[b:]
     if not deltas:
         stepped, deltas = map(list, zip(*stepped))
     states = [apply_state_delta(before, delta) for before, delta in zip(states_before, deltas)]
