@@ -11,7 +11,8 @@ Run directory (default ``runs/<run_id>``):
 * ``checkpoints/`` one JSON checkpoint per generation plus what each generation added to the
   islands' seen caches (evolution/checkpoint.py)
 * ``config.json``  the full config (runtime included) and ``--data``, for ``--resume``
-* ``timing.json``  wall times and evaluations per second (not part of the result)
+* ``timing.json``  wall times, evaluations per second and, per generation, where the driver's
+  time went (see :func:`execute`; not part of the result)
 
 ``run_id`` is a hash of the config id and the market fingerprint: the same search on the
 same bars has the same id.
