@@ -162,8 +162,8 @@ def _plain_run(islands: int, total_population: int, generations: int, n_bars: in
 
 
 def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: int = 3, ceiling: bool = True) -> dict:
-    """1 and 2 islands, alternating, ``repeat`` times: the speed-up is the median of the pairs'
-    ratios, so a slow spell of this VM hits one pair, not the figure. With ``ceiling``, each
+    """1 and 2 islands, alternating (1-2, 2-1, 1-2, ...), ``repeat`` times: the speed-up is the
+    median of the pairs' ratios, so a slow spell of this VM hits one pair, not the figure. With ``ceiling``, each
     pair also runs the same islands as plain processes without Ray or a driver (what the
     machine itself gives two processes of this work), alternating likewise."""
     import statistics
@@ -173,15 +173,16 @@ def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, namespace="bench")
     pairs = []
     try:
-        for _ in range(repeat):
+        for i in range(repeat):
             pair = {"load_average": os.getloadavg()[0]}
-            for islands in (1, 2):
+            order = (1, 2) if i % 2 == 0 else (2, 1)  # 1-2, 2-1, 1-2: a drift of the machine hits both sides
+            for islands in order:
                 pair[islands] = _ray_run(islands, total_population, generations, n_bars)
             pair["speedup"] = pair[2]["evaluations_per_second"] / pair[1]["evaluations_per_second"]
             pair["speedup_from_generation_1"] = (pair[2]["evaluations_per_second_from_generation_1"]
                                                  / pair[1]["evaluations_per_second_from_generation_1"])
             if ceiling:
-                plain = {islands: _plain_run(islands, total_population, generations, n_bars) for islands in (1, 2)}
+                plain = {islands: _plain_run(islands, total_population, generations, n_bars) for islands in order}
                 pair["ceiling"] = plain[2] / plain[1]
                 pair["plain_evaluations_per_second"] = plain
             pairs.append(pair)
