@@ -309,8 +309,13 @@ class Island:
 
 
 def apply_state_delta(before: dict | None, delta: dict) -> dict:
-    """The island's full state from the one before its generation and its ``state_delta``."""
-    seen = dict(before["seen"]) if before is not None else {}
+    """The island's full state from the one before its generation and its ``state_delta``.
+
+    ``before``'s seen cache is extended in place and shared with the result: whoever applies
+    the delta keeps no older state (the driver restores islands from the newest one). Copying a
+    cache that only grows would cost the driver a pass over everything an island has seen, per
+    island and generation: 128,000 entries after 1,000 generations of 128."""
+    seen = before["seen"] if before is not None else {}
     seen.update(delta["seen_added"])
     return {"island": delta["island"], "generation": delta["generation"], "population": delta["population"],
             "seen": seen}

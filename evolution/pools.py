@@ -135,8 +135,11 @@ class RayPool(_Pool):
         ray = self._ray
         try:
             return ray.get(list(handles))
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, IslandStateError) as error:
-            # IslandStateError: an actor restarted by Ray (empty) answered; same remedy
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.ObjectLostError,
+                IslandStateError) as error:
+            # IslandStateError: an actor restarted by Ray (empty) answered; ObjectLostError: a
+            # result computed ahead (lookahead) sat in the object store of a node that is gone;
+            # same remedy
             raise IslandLost(str(error)) from error
 
     def drain(self, handles: Sequence[Any], timeout_s: float = 300.0) -> None:

@@ -11,7 +11,8 @@ Run directory (default ``runs/<run_id>``):
 * ``checkpoints/`` one JSON checkpoint per generation plus what each generation added to the
   islands' seen caches (evolution/checkpoint.py)
 * ``config.json``  the full config (runtime included) and ``--data``, for ``--resume``
-* ``timing.json``  wall times and evaluations per second (not part of the result)
+* ``timing.json``  wall times, evaluations per second and, per generation, where the driver's
+  time went (see :func:`execute`; not part of the result)
 
 ``run_id`` is a hash of the config id and the market fingerprint: the same search on the
 same bars has the same id.
@@ -194,7 +195,10 @@ def _submit_generation(pool, config: EvolutionConfig, g: int) -> tuple[list, lis
 
 
 def _collect_generation(pool, queued: tuple[list, list, list], states_before: list) -> tuple[list[dict], list, list, int]:
-    stepped, migrated, deltas = (pool.collect(handles) for handles in queued)
+    stepped, migrated, deltas = queued
+    answers = pool.collect([*stepped, *migrated, *deltas])  # one round trip, migration or not
+    a, b = len(stepped), len(stepped) + len(migrated)
+    stepped, migrated, deltas = answers[:a], answers[a:b], answers[b:]
     if not deltas:
         stepped, deltas = map(list, zip(*stepped))
     states = [apply_state_delta(before, delta) for before, delta in zip(states_before, deltas)]
@@ -241,6 +245,54 @@ class _Queue:
         raise AssertionError("unreachable")
 
 
+class _Writer:
+    """Writes a generation's trial-log part and then its checkpoint on one background thread,
+    while the driver waits for the islands' next generation.
+
+    At most one generation is in flight: :meth:`finish` of generation g comes before the
+    driver hands over g+1, so parts and checkpoints land in order and, when ``on_generation(g)``
+    runs, exactly generations 0..g are on disk (an exception raised there leaves the run
+    resumable from g, as before). pyarrow's Parquet writer and fsync release the GIL: on a
+    driver with a spare core the write runs beside deserializing the next results."""
+
+    def __init__(self, run: RunPlan):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.run = run
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evolve-writer")
+        self.pending = None  # (generation, future)
+
+    def _write(self, g: int, rows: list[dict], payload: dict, seen_added: list) -> dict:
+        run, t0, c0 = self.run, time.perf_counter(), time.thread_time()
+        with _writing(trials.part_path(run.run_dir, g), run.run_dir, g - 1):
+            trials.write_part(run.run_dir, g, rows)
+        with _writing(run.checkpoint_dir, run.run_dir, g - 1):
+            checkpoint.save(run.checkpoint_dir, g, payload, keep=run.config.runtime.keep_checkpoints,
+                            seen_added=seen_added)
+        return {"writing_seconds": time.perf_counter() - t0, "writing_cpu_seconds": time.thread_time() - c0}
+
+    def submit(self, g: int, rows: list[dict], payload: dict, seen_added: list) -> None:
+        assert self.pending is None, "finish the previous generation first"
+        self.pending = (g, self.pool.submit(self._write, g, rows, payload, seen_added))
+
+    def finish(self) -> tuple[int, dict] | None:
+        """Wait for the generation in flight; its number and write times (None: none was).
+        Raises what the write raised (a RunDirectoryError)."""
+        if self.pending is None:
+            return None
+        g, future = self.pending
+        self.pending = None
+        return g, future.result()
+
+    def close(self) -> None:
+        """Let a write in flight end (its error, if any, is not raised: an error of the run's
+        own is on its way), then stop the thread."""
+        if self.pending is not None:
+            self.pending[1].exception()
+            self.pending = None
+        self.pool.shutdown(wait=True)
+
+
 def execute(
     run: RunPlan,
     pool,
@@ -251,10 +303,19 @@ def execute(
 ) -> dict:
     """Run the remaining generations, then judge the hall of fame and write result.json.
 
-    ``on_generation(g, pool)`` after each generation's trial-log part and checkpoint;
-    ``on_hall_of_fame(members)`` between the search and the judging (see :func:`build_result`);
-    ``compiling`` (see :func:`needs_compilation`): the progress bar starts after the first
-    generation, so it never sits at 0% with an ETA of many minutes while the kernels compile."""
+    ``on_generation(g, pool)`` once generation g's trial-log part and checkpoint are on disk
+    (and no later generation's): the driver writes g on a background thread while it waits for
+    the islands' generation g+1 (:class:`_Writer`), so the call comes after g+1 is collected;
+    ``run.last_rows`` then holds g's rows. ``on_hall_of_fame(members)`` between the search and
+    the judging (see :func:`build_result`); ``compiling`` (see :func:`needs_compilation`): the
+    progress bar starts after the first generation, so it never sits at 0% with an ETA of many
+    minutes while the kernels compile.
+
+    ``timing.json`` holds, per generation: ``seconds`` (the driver's wall time for it),
+    ``waiting_seconds`` (for the islands' results: their generation, Ray's transfer and
+    deserialization), ``driver_cpu_seconds`` (the driver's main thread), ``writing_seconds``
+    and ``writing_cpu_seconds`` (the part and checkpoint, on the writer thread) and
+    ``write_wait_seconds`` (the driver waiting for that write)."""
     config = run.config
     started = time.perf_counter()
     timing = {"generations": []}
@@ -268,25 +329,39 @@ def execute(
     total_rows = run.trial_rows
     bar = None if compiling else _progress(config, run.start_generation)  # compiling: from generation 1 on
     best = -math.inf
+    sign = weights(config.selection.objectives)[0]
     queue = _Queue(pool, config, run.start_generation)
+    writer = _Writer(run)
+    held: dict[int, tuple[dict, list[dict]]] = {}  # generation in flight: its timing entry and rows
+
+    def written(t_wait: float) -> None:
+        """The generation in flight is on disk: its timing, then ``on_generation``."""
+        done = writer.finish()
+        if done is None:
+            return
+        g, times = done
+        entry, rows = held.pop(g)
+        entry.update(times, write_wait_seconds=time.perf_counter() - t_wait)
+        entry["seconds"] += entry["write_wait_seconds"]
+        timing["generations"].append(entry)
+        run.last_rows = rows
+        if on_generation is not None:
+            on_generation(g, pool)
+
     try:
         for g in range(run.start_generation, config.generations):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             rows, states_after, seen_added, cached = queue.take(g, states)
-            with _writing(trials.part_path(run.run_dir, g), run.run_dir, g - 1):
-                trials.write_part(run.run_dir, g, rows)
+            t_taken = time.perf_counter()
+            written(t_taken)  # generation g-1 (written while the islands made g)
+            t_wait_done = time.perf_counter()
             total_rows += len(rows)
-            with _writing(run.checkpoint_dir, run.run_dir, g - 1):
-                checkpoint.save(run.checkpoint_dir, g, {
-                    "run_id": run.run_id, "config_id": config.config_id, "market": run.spec.fingerprint,
-                    "states": states_after, "trial_rows": total_rows,
-                }, keep=config.runtime.keep_checkpoints, seen_added=seen_added)
+            writer.submit(g, rows, {
+                "run_id": run.run_id, "config_id": config.config_id, "market": run.spec.fingerprint,
+                "states": states_after, "trial_rows": total_rows,
+            }, seen_added)
             states = states_after
             evaluated = sum(1 for r in rows if r["evaluated"])
-            wall = time.perf_counter() - t0
-            timing["generations"].append({"generation": g, "seconds": wall, "evaluations": evaluated})
-            record_generation(rows, wall, cached)
-            sign = weights(config.selection.objectives)[0]
             for s in states:
                 for ind in s["population"][:1]:
                     best = max(best, sign * ind["fitness"][0])
@@ -295,13 +370,16 @@ def execute(
             if bar is not None:
                 bar.set_postfix_str(f"best {config.selection.objectives[0]} {sign * best:.3g}, {evaluated} evaluated")
                 bar.update(1)
-            run.last_rows = rows
-            if on_generation is not None:
-                on_generation(g, pool)
+            wall = time.perf_counter() - t0 - (t_wait_done - t_taken)  # the wait for g-1's write goes to g-1
+            held[g] = ({"generation": g, "seconds": wall, "evaluations": evaluated,
+                        "waiting_seconds": t_taken - t0, "driver_cpu_seconds": time.thread_time() - c0}, rows)
+            record_generation(rows, wall, cached)
+        written(time.perf_counter())  # the last generation
     except Exception:
         record_error("run")
         raise
     finally:
+        writer.close()
         if bar is not None:
             bar.close()
     t_judge = time.perf_counter()

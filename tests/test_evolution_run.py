@@ -84,6 +84,36 @@ def test_resume_after_an_interruption_gives_the_same_result(reference, tmp_path)
     assert pd.read_parquet(tmp_path / "trials").equals(pd.read_parquet(reference / "trials"))
 
 
+class InterruptedPool(LocalPool):
+    """Local islands that stop the run when the driver asks for generation 3, while the
+    background writer still has generation 2 in flight."""
+
+    def submit(self, method, args):
+        if method.startswith("step") and args[0][0] == 3:
+            raise Interrupt
+        return super().submit(method, args)
+
+
+def test_resume_after_a_stop_while_a_generation_was_being_written(reference, tmp_path):
+    """The trial log and checkpoints are written on a background thread: a run stopped while a
+    write was in flight leaves that generation complete on disk (the driver waits for it) and
+    resumes from it to the very result of an uninterrupted run."""
+    config = small_config()
+    run = plan(config, out_dir=tmp_path)
+    with pytest.raises(Interrupt):
+        execute(run, InterruptedPool(config, run.spec.market, run.spec.split.test_ranges()))
+    assert sorted(p.name for p in (tmp_path / "trials").iterdir()) == [f"generation-{g:05d}.parquet" for g in range(3)]
+    run = plan_resume(tmp_path)
+    assert run.start_generation == 3
+    execute(run, LocalPool(run.config, run.spec.market, run.spec.split.test_ranges()))
+    assert (tmp_path / "result.json").read_bytes() == (reference / "result.json").read_bytes()
+    assert pd.read_parquet(tmp_path / "trials").equals(pd.read_parquet(reference / "trials"))
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert [t["generation"] for t in timing["generations"]] == list(range(3, config.generations))  # this session's
+    for entry in timing["generations"]:
+        assert {"seconds", "waiting_seconds", "driver_cpu_seconds", "writing_seconds", "write_wait_seconds"} <= set(entry)
+
+
 def test_cli_run_and_resume_local(reference, tmp_path, capsys):
     import yaml
 
@@ -129,22 +159,28 @@ class AheadPool(LocalPool):
 
 
 def test_islands_running_ahead_of_the_driver_give_the_same_result(reference, tmp_path):
-    """The driver queues up to `lookahead` generations (migration included) while it writes the
-    trial log and checkpoints; the islands' work does not depend on it."""
+    """The driver queues up to `lookahead` generations (migration included) and writes each
+    generation's trial-log part and checkpoint on a background thread while it waits for the
+    next one; `on_generation(g)` comes once g is on disk, and no later generation is; the
+    islands' work does not depend on any of it."""
     config = small_config()
     run = plan(config, out_dir=tmp_path)
     pool = AheadPool(config, run.spec.market, run.spec.split.test_ranges())
-    ahead, checkpointed = [], []
+    ahead, checkpointed, on_disk = [], [], []
 
     def look(g, p):
         ahead.append((g, [island.generation for island in p.islands]))
         saved = json.loads((tmp_path / "checkpoints" / f"generation-{g:05d}.json").read_text())
         checkpointed.append({s["generation"] for s in saved["states"]})
+        on_disk.append((max(int(f.name[11:16]) for f in (tmp_path / "trials").glob("generation-*.parquet")),
+                        max(int(f.name[11:16]) for f in (tmp_path / "checkpoints").glob("generation-*.json"))))
 
     execute(run, pool, on_generation=look)
     last = config.generations - 1
-    assert ahead == [(g, [min(g + 2, last)] * config.islands) for g in range(config.generations)]
+    # on_generation(g) follows the collection of g + 1, which queued up to g + 1 + lookahead
+    assert ahead == [(g, [min(g + 3, last)] * config.islands) for g in range(config.generations)]
     assert checkpointed == [{g} for g in range(config.generations)]  # the driver's generation, not the islands'
+    assert on_disk == [(g, g) for g in range(config.generations)]
     assert (tmp_path / "result.json").read_bytes() == (reference / "result.json").read_bytes()
     assert pd.read_parquet(tmp_path / "trials").equals(pd.read_parquet(reference / "trials"))
 
@@ -158,7 +194,8 @@ def test_checkpoints_keep_seen_caches_incrementally_and_rebuild_them_exactly(tmp
     states_at: dict[int, list] = {}
 
     def capture(generation, pool):
-        states_at[generation] = json.loads(json.dumps(pool.call("state", [(generation,)] * config.islands)))
+        # the driver collected generation + 1 before it calls on_generation(generation)
+        states_at[generation + 1] = json.loads(json.dumps(pool.call("state", [(generation + 1,)] * config.islands)))
         if generation == 3:
             raise Interrupt
 
