@@ -48,8 +48,9 @@ from evolution.ranking import rank_trials
 from evolution.telemetry import record_error, record_generation, record_result
 
 MAX_RECOVERIES = 20
-COMPILE_NOTICE = ("evolve: compiling the backtest kernels for this version of the code: about 2 minutes on one core, "
-                  "more on a busy machine; once per machine, later runs load them in under a second")
+COMPILE_NOTICE = ("evolve: compiling the backtest kernels for this version of the code: about a minute, more on a busy "
+                  "machine ('evolve warm' does it ahead; ./dev runs it); once per machine, later runs load them in under a "
+                  "second")
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
