@@ -12,9 +12,9 @@ exposure)`` per bar, exposure the share of bars the rule holds a position). Rule
 it, or ``None`` where no genome can):
 
 * ``trend``: ``sign(EMA_fast - EMA_slow)`` of the close (genome: EMA cross, direction both;
-  the same positions from the slow EMA's warm-up on).
+  the same positions from its first crossing on).
 * ``mean_reversion``: ``-sign(close - SMA_window)`` (genome: close crossing its SMA; the same
-  positions from the SMA's warm-up on).
+  positions from its first crossing on).
 * ``time_of_day``: long over the bars that open from ``start_hour`` for ``hours`` hours of each
   UTC day (1 <= hours <= 23), else flat. The position held over bar t+1 is decided at the
   close of bar t, so the genome reads the ``hour`` indicator of bar t (its open): with hourly
