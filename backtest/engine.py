@@ -294,7 +294,7 @@ class Evaluator:
         if self._buffer.shape[0] < size:
             self._buffer = np.empty(size, dtype=np.float64)
         table = self._buffer[:size].reshape(len(indicators), m.close.shape[0])
-        fill_indicator_table(indicators, m.high, m.low, m.close, table)
+        fill_indicator_table(indicators, m.high, m.low, m.close, table, m.timestamp)
         return table
 
     def market_summary(self, m: MarketArrays):

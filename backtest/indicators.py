@@ -2,6 +2,9 @@
 
 Every indicator is causal: the value at bar t uses bars up to and including t only.
 Values are NaN until the indicator is defined (warm-up), as in vectorbt.
+
+Clock indicators (``hour``, ``day_of_week``) read bar t's open timestamp (int64 epoch
+milliseconds, UTC), known before the bar closes; they have no warm-up.
 """
 from __future__ import annotations
 
@@ -214,9 +217,51 @@ def atr_range_nb(high, low, close, window):
     return out
 
 
-def compute_indicator(indicator: Mapping, high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
-    """Compute one indicator (a normalized genome indicator dict) over the bars."""
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+#: indicators computed from the bars' timestamps, not their prices
+CLOCK_INDICATORS = ("hour", "day_of_week")
+
+
+@njit(cache=True, nogil=True)
+def hour_of_day_nb(timestamp):
+    """UTC hour of day (0..23) of each bar's open timestamp (int64 epoch milliseconds)."""
+    n = timestamp.shape[0]
+    out = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        out[i] = (timestamp[i] % 86_400_000) // 3_600_000  # floor modulo: also right before 1970
+    return out
+
+
+@njit(cache=True, nogil=True)
+def day_of_week_nb(timestamp):
+    """UTC day of the week (0 Monday .. 6 Sunday) of each bar's open timestamp (epoch ms)."""
+    n = timestamp.shape[0]
+    out = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        out[i] = (timestamp[i] // 86_400_000 + 3) % 7  # 1970-01-01 was a Thursday
+    return out
+
+
+def _epoch_ms(timestamp) -> np.ndarray:
+    """Bar timestamps as int64 epoch milliseconds (datetime64 converted; None is an error)."""
+    if timestamp is None:
+        raise ValueError("clock indicators (hour, day_of_week) need the bars' timestamps; pass timestamp=")
+    ts = np.asarray(timestamp)
+    if ts.dtype.kind == "M":
+        ts = ts.astype("datetime64[ms]").astype(np.int64)
+    return np.ascontiguousarray(ts, dtype=np.int64)
+
+
+def compute_indicator(indicator: Mapping, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+                      timestamp: np.ndarray | None = None) -> np.ndarray:
+    """Compute one indicator (a normalized genome indicator dict) over the bars
+    (``timestamp``, epoch ms of each bar's open, for the clock indicators)."""
     name = indicator["name"]
+    if name == "hour":
+        return hour_of_day_nb(_epoch_ms(timestamp))
+    if name == "day_of_week":
+        return day_of_week_nb(_epoch_ms(timestamp))
     if name == "close":
         return np.ascontiguousarray(close, dtype=np.float64)
     if name == "sma":
@@ -238,16 +283,17 @@ def compute_indicator(indicator: Mapping, high: np.ndarray, low: np.ndarray, clo
     raise ValueError(f"unknown indicator {name!r}")
 
 
-def indicator_table(indicators, high, low, close) -> np.ndarray:
+def indicator_table(indicators, high, low, close, timestamp=None) -> np.ndarray:
     """(U, T) float64 matrix: one row per distinct indicator, computed once."""
     out = np.empty((len(indicators), close.shape[0]), dtype=np.float64)
-    fill_indicator_table(indicators, high, low, close, out)
+    fill_indicator_table(indicators, high, low, close, out, timestamp)
     return out
 
 
-def fill_indicator_table(indicators, high, low, close, out: np.ndarray) -> None:
+def fill_indicator_table(indicators, high, low, close, out: np.ndarray, timestamp=None) -> None:
     """Fill out (U, T) with one row per indicator; every SMA comes from one shared
-    running sum (bit-identical to sma_nb)."""
+    running sum (bit-identical to sma_nb). ``timestamp``: the bars' open times (epoch ms),
+    needed by the clock indicators only."""
     from backtest.fused import running_sum_nb, sma_from_running_sum_nb
 
     csum = None
@@ -257,4 +303,4 @@ def fill_indicator_table(indicators, high, low, close, out: np.ndarray) -> None:
                 csum = running_sum_nb(close)
             sma_from_running_sum_nb(csum, int(ind["window"]), out[u])
         else:
-            out[u] = compute_indicator(ind, high, low, close)
+            out[u] = compute_indicator(ind, high, low, close, timestamp)

@@ -4,8 +4,8 @@ on markets without one?
 Markets come from ``backtest/data/planted.py`` (not the demo's generator): hourly bars,
 per-bar volatility 0.4%, Gaussian or GARCH-t noise alternating by seed.
 
-* planted: every rule kind of ``planted.RULES`` (trend, mean reversion, time of day; a new
-  kind is one entry there) at planted annualized Sharpe 1, 2, 3 and 5;
+* planted: every rule kind of ``planted.RULES`` (trend, mean reversion, time of day, the
+  asmbtr state edge; a new kind is one entry there) at planted annualized Sharpe 1, 2, 3 and 5;
 * edge-free: random walks (GBM, and GARCH-t: fat tails and volatility clustering) and a
   strong trend edge that stops before the holdout (at 60% of the bars).
 
@@ -13,7 +13,16 @@ Each market is searched at the demo's budget (configs/demo.yaml: islands x popul
 generations) by the GA (`evolve run --data`, local islands), and, with exactly as many
 evaluations, by random search (the GA's own random genomes) and Optuna's TPE sampler over
 the same genome space; all three are judged by the same gates (the trial log of each goes
-through ``evolution.runner.build_result``). Printed:
+through ``evolution.runner.build_result``).
+
+Genome families: the demo searches the rules family only (its config names none), which
+cannot see the asmbtr state edge. A user who points the engine at a market does not know
+which kind of edge it holds, so every market here (planted or edge-free, whatever its kind)
+is searched with one family mix, ``--families`` (default rules 0.75, asmbtr 0.25: the
+shares of the random initial population; TPE chooses the family as one more parameter):
+not a per-market config, which would tell the search the answer and leave the edge-free
+markets judged under another search. ``--families rules:1`` is the demo's own space (the
+runs before the asmbtr kind existed). Printed:
 
 1. power and false discoveries per market kind: share of markets where something is
    promoted, the promoted strategy's holdout Sharpe as a fraction of the planted rule's
@@ -80,7 +89,7 @@ def market_list(args) -> list[dict]:
                 out.append({"group": f"{rule} SR {sharpe:g}", "kind": "planted", "sharpe": sharpe,
                             "spec": PlantedSpec(rule=rule, sharpe=sharpe, n_bars=args.n_bars,
                                                 noise=NOISES[s % 2], seed=seed)})
-    strong = [m for m in out if m["sharpe"] >= 3 and not m["group"].startswith("time_of_day")]
+    strong = [m for m in out if m["sharpe"] >= 3]
     tpe = set(id(m) for m in (strong if args.tpe_markets is None else strong[:args.tpe_markets]))
     for m in out:
         m["tpe"] = id(m) in tpe
@@ -91,11 +100,26 @@ def market_list(args) -> list[dict]:
     return out
 
 
-def base_config(seed: int):
+DEFAULT_FAMILIES = "rules:0.75,asmbtr:0.25"
+
+
+def parse_families(text: str) -> dict[str, float]:
+    """'rules:0.75,asmbtr:0.25' -> {'rules': 0.75, 'asmbtr': 0.25} (validated by the config)."""
+    out = {}
+    for part in text.split(","):
+        name, _, share = part.partition(":")
+        try:
+            out[name.strip()] = float(share) if share else 1.0
+        except ValueError:
+            raise SystemExit(f"--families: expected name:share pairs like {DEFAULT_FAMILIES!r}, got {text!r}") from None
+    return out
+
+
+def base_config(seed: int, families: dict[str, float]):
     from evolution.config import load_config
 
     return load_config(ROOT / "configs" / "demo.yaml").with_overrides(**{
-        "seed": seed, "runtime.backend": "local", "runtime.progress": False})
+        "seed": seed, "runtime.backend": "local", "runtime.progress": False, "families": families})
 
 
 # ---------------------------------------------------------------------- baselines
@@ -161,7 +185,8 @@ def tpe_genome(trial, max_conditions: int) -> dict:
             op = trial.suggest_categorical(f"{path}.op", list(OPERATORS))
             if spec.scale == "price":
                 rhs = _suggest_indicator(trial, f"{path}.rhs", scale="price")
-            elif trial.suggest_categorical(f"{path}.{lhs['name']}.rhs_kind", ["threshold", "indicator"]) == "indicator":
+            elif spec.genes and trial.suggest_categorical(f"{path}.{lhs['name']}.rhs_kind",
+                                                          ["threshold", "indicator"]) == "indicator":
                 rhs = _suggest_indicator(trial, f"{path}.rhs", name=lhs["name"])
             else:
                 low, high = spec.threshold
@@ -174,6 +199,34 @@ def tpe_genome(trial, max_conditions: int) -> dict:
     return genome
 
 
+def tpe_asmbtr_genome(trial) -> dict:
+    """An asmbtr genome from Optuna suggestions, over the space of ``evolution.families.asmbtr.init_genome``."""
+    from backtest.families import asmbtr
+    from backtest.families.base import GENOME_DIRECTIONS, STOP_LOSS_BOUNDS, TAKE_PROFIT_BOUNDS
+    from evolution.families.asmbtr import MIN_MOVE_SMALLEST
+
+    min_move = 0.0
+    if trial.suggest_categorical("asmbtr.min_move.on", [False, True]):
+        min_move = round(trial.suggest_float("asmbtr.min_move", MIN_MOVE_SMALLEST, asmbtr.MIN_MOVE_BOUNDS[1], log=True), 6)
+    genome = {"family": asmbtr.NAME,
+              "depth": trial.suggest_int("asmbtr.depth", *asmbtr.DEPTH_BOUNDS),
+              "decay": round(trial.suggest_float("asmbtr.decay", *asmbtr.DECAY_BOUNDS), 4),
+              "threshold": round(trial.suggest_float("asmbtr.threshold", *asmbtr.THRESHOLD_BOUNDS), 4),
+              "min_move": min_move,
+              "direction": trial.suggest_categorical("asmbtr.direction", list(GENOME_DIRECTIONS)),
+              "neutral": trial.suggest_categorical("asmbtr.neutral", list(asmbtr.NEUTRALS))}
+    for name, bounds in (("stop_loss", STOP_LOSS_BOUNDS), ("take_profit", TAKE_PROFIT_BOUNDS)):
+        genome[name] = (round(trial.suggest_float(f"asmbtr.{name}", *bounds), 4)
+                        if trial.suggest_categorical(f"asmbtr.{name}.on", [False, True]) else None)
+    return genome
+
+
+def _families_of(config) -> tuple[list[str], np.ndarray]:
+    names = [name for name, share in config.families.items() if share > 0]
+    shares = np.array([config.families[n] for n in names], dtype=float)
+    return names, np.cumsum(shares) / shares.sum()
+
+
 def run_baseline(method: str, config, spec, budget: int, run_dir: Path) -> dict:
     """Random search or TPE with ``budget`` distinct evaluations, judged like the GA."""
     from backtest import Evaluator
@@ -183,6 +236,7 @@ def run_baseline(method: str, config, spec, budget: int, run_dir: Path) -> dict:
     from evolution.runner import RunPlan, build_result
 
     evaluator = Evaluator(memory_bytes=config.evaluator_memory_mb * 2**20)
+    families, cdf = _families_of(config)
     batch = config.population * config.islands
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(777,)))
     study = None
@@ -197,12 +251,15 @@ def run_baseline(method: str, config, spec, budget: int, run_dir: Path) -> dict:
         genomes, asked = [], []
         while len(genomes) < min(batch, budget - done) and asks < 3 * budget:
             asks += 1
-            if study is None:
-                genome = init_genome(rng, config.operators.max_conditions)
+            if study is None:  # the family drawn as an island draws it (evolution/island.py)
+                family = families[int(cdf.searchsorted(rng.random(), side="right"))] if len(families) > 1 else families[0]
+                genome = init_genome(rng, config.operators.max_conditions, family)
             else:
                 trial = study.ask()
+                family = trial.suggest_categorical("family", families) if len(families) > 1 else families[0]
                 try:
-                    genome = normalize_genome(tpe_genome(trial, config.operators.max_conditions))
+                    genome = normalize_genome(tpe_asmbtr_genome(trial) if family == "asmbtr"
+                                              else tpe_genome(trial, config.operators.max_conditions))
                 except GenomeError:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     continue
@@ -230,7 +287,7 @@ def run_baseline(method: str, config, spec, budget: int, run_dir: Path) -> dict:
 # ---------------------------------------------------------------------- one market
 
 
-def judge_market(entry: dict, methods: list[str]) -> dict:
+def judge_market(entry: dict, methods: list[str], families: dict[str, float]) -> dict:
     from scipy.stats import spearmanr
 
     from backtest import Evaluator
@@ -244,9 +301,9 @@ def judge_market(entry: dict, methods: list[str]) -> dict:
 
     spec_p = entry["spec"]
     planted = planted_market(spec_p)
-    config = base_config(spec_p.seed % 1000)
+    config = base_config(spec_p.seed % 1000, families)
     out = {"group": entry["group"], "kind": entry["kind"], "sharpe": entry["sharpe"], "seed": spec_p.seed,
-           "noise": spec_p.noise}
+           "noise": spec_p.noise, "expressible": planted.genome is not None}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "market.parquet"
         planted.market.to_frame().to_parquet(data)
@@ -274,6 +331,7 @@ def judge_market(entry: dict, methods: list[str]) -> dict:
             promoted = [m for m in hof if m["promoted"]]
             out[method] = {
                 "promoted": len(promoted),
+                "promoted_family": promoted[0]["genome"].get("family", "rules") if promoted else None,
                 "promoted_holdout_sharpe": promoted[0]["metrics"]["holdout"]["sharpe"] if promoted else None,
                 "top_holdout_sharpe": hof[0]["metrics"]["holdout"]["sharpe"] if hof else None,
                 "n_trials": res["n_trials"], "n_effective_trials": res["n_effective_trials"],
@@ -378,10 +436,10 @@ def report(rows: list[dict], methods: list[str]) -> list[str]:
               f"    false promotions on {len(free)} edge-free markets: {false} (target 0) {'MET' if false == 0 else 'NOT MET'}",
               f"    promoted on planted markets whose rule has holdout Sharpe >= 3: "
               f"{_fmt(power, '.0%')} of {len(strong)} (target >= 90%) {'MET' if power is not None and power >= 0.9 else 'NOT MET'}"]
-    expressible = [r for r in strong if not r["group"].startswith("time_of_day")]
+    expressible = [r for r in strong if r.get("expressible", True)]
     if len(expressible) != len(strong):
         p2 = sum(1 for r in expressible if r["ga"]["promoted"]) / len(expressible) if expressible else None
-        lines.append(f"      of them, rule kinds a rules genome can express (not time_of_day): {_fmt(p2, '.0%')} of {len(expressible)}")
+        lines.append(f"      of them, rules a genome of the searched families can trade: {_fmt(p2, '.0%')} of {len(expressible)}")
     lines.append(f"    promoted / planted holdout Sharpe, median: {_fmt(ga_ratio)} (target >= 0.8) "
                  f"{'MET' if ga_ratio is not None and ga_ratio >= 0.8 else 'NOT MET'}")
     for m in methods:
@@ -403,6 +461,9 @@ def main() -> int:
     parser.add_argument("--n-bars", type=int, help="hourly bars per market (default 100,000: a 2.9-year holdout)")
     parser.add_argument("--rules", help="comma-separated rule kinds (default: every kind of backtest/data/planted.py)")
     parser.add_argument("--methods", default="ga,random,tpe", help="ga,random,tpe")
+    parser.add_argument("--families", default=DEFAULT_FAMILIES,
+                        help=f"genome families searched on every market, name:share (default {DEFAULT_FAMILIES}; "
+                             "rules:1 is the demo's space)")
     parser.add_argument("--only", help="comma-separated parts of market names to keep (e.g. 'stopped,SR 5')")
     parser.add_argument("--jobs", type=int, default=1, help="markets searched in parallel processes")
     parser.add_argument("--tpe-markets", type=int, help="TPE (slow: optuna's TPE costs O(trials) per suggestion) only on "
@@ -414,19 +475,21 @@ def main() -> int:
     methods = args.methods.split(",")
     if "ga" not in methods:
         parser.error("--methods must include ga (the others get its evaluation budget)")
+    families = parse_families(args.families)
     markets = [m for m in market_list(args) if not args.only or any(o in m["group"] for o in args.only.split(","))]
-    print(f"{len(markets)} markets x {methods}, {args.n_bars:,} hourly bars each, budget of configs/demo.yaml", flush=True)
+    print(f"{len(markets)} markets x {methods}, {args.n_bars:,} hourly bars each, budget of configs/demo.yaml, "
+          f"families {families}", flush=True)
     started = time.perf_counter()
     rows = []
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
-            for row in pool.map(judge_market, markets, [methods] * len(markets)):
+            for row in pool.map(judge_market, markets, [methods] * len(markets), [families] * len(markets)):
                 rows.append(row)
                 print(f"  {row['group']:<28} seed {row['seed']}: planted {row['planted_holdout_sharpe']:.2f}, "
                       f"GA promoted {row['ga']['promoted']}", flush=True)
     else:
         for entry in markets:
-            row = judge_market(entry, methods)
+            row = judge_market(entry, methods, families)
             rows.append(row)
             print(f"  {row['group']:<28} seed {row['seed']}: planted {row['planted_holdout_sharpe']:.2f}, " + ", ".join(
                 f"{m} promoted {row[m]['promoted']} top {_fmt(row[m]['top_holdout_sharpe'])}" for m in methods

@@ -12,6 +12,7 @@ from backtest.data import PlantedEdge, planted_edge_genome, synthetic_market
 from backtest.families.base import SIMULATE_DIRECTION_OF
 from backtest.families.rules import sma_crossover_genome
 from backtest.metrics import METRIC_NAMES, equity_metrics, periods_per_year
+from backtest.strategy import normalize_genome
 from evolution.families.rules import init_genome as random_genome
 
 
@@ -243,3 +244,47 @@ def test_event_driven_fold_equals_the_bar_by_bar_reference(market, seed):
     fused.write_metrics(got, acc, 1.0, end - start, 525960.0)
     np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(got_buckets, ref_buckets, rtol=1e-10)
+
+
+def _hour(op, value):
+    return {"lhs": {"name": "hour"}, "op": op, "rhs": value}
+
+
+CLOCK_GENOMES = [
+    # long over the bars opening 13:00..16:00 UTC (levels), short from Monday to Wednesday (crossings)
+    {"entry": {"logic": "and", "conditions": [_hour(">", 12.5), _hour("<", 16.5)]},
+     "exit": {"logic": "or", "conditions": [_hour("<", 12.5), _hour(">", 16.5)]}, "direction": "long"},
+    {"entry": {"logic": "and", "conditions": [{"lhs": {"name": "day_of_week"}, "op": "crosses_below", "rhs": 0.5}]},
+     "exit": {"logic": "and", "conditions": [{"lhs": {"name": "day_of_week"}, "op": "crosses_above", "rhs": 2.5}]},
+     "direction": "short", "stop_loss": 0.03},
+]
+
+
+def test_clock_genomes_agree_on_every_path():
+    market = synthetic_market(4000, seed=11, interval_ms=3_600_000)  # hourly: 24 weeks
+    stamps = pd.to_datetime(np.asarray(market.timestamp), unit="ms", utc=True)
+    hour, weekday = np.asarray(stamps.hour), np.asarray(stamps.day_of_week)
+    first = positions(CLOCK_GENOMES[0], market)
+    np.testing.assert_array_equal(first, ((hour >= 13) & (hour <= 16)).astype(np.int64))
+    rows = market.to_frame().to_numpy().tolist()
+    for genome in CLOCK_GENOMES:
+        mine = positions(genome, market)
+        np.testing.assert_array_equal(mine, _reference_positions(normalize_genome(genome), market))
+        np.testing.assert_array_equal(positions(genome, market.to_frame()), mine)
+        np.testing.assert_array_equal(positions(genome, rows), mine)  # ccxt rows: float timestamps
+    second = positions(CLOCK_GENOMES[1], market)
+    assert (second[weekday >= 3] == 0).all() and (second == -1).any()
+    # the population path: each clock genome among random ones (one shared table) scores as
+    # simulate() on its signals, and as when evaluated alone
+    folds = [[200, 2000], [2000, 4000]]
+    population = [random_genome(np.random.default_rng(s)) for s in range(6)] + [normalize_genome(g) for g in CLOCK_GENOMES]
+    together = evaluate(population, market, folds, fees=0.001)
+    assert not together.errors
+    for i, genome in enumerate(population[-2:], start=len(population) - 2):
+        alone = evaluate([genome], market, folds, fees=0.001)
+        np.testing.assert_array_equal(together.metrics[i], alone.metrics[0])
+        for f, (start, end) in enumerate(folds):
+            r, em = _reference(genome, market, start, end, fees=0.001)
+            assert together.metric("total_return")[i, f] == pytest.approx(r.total_return[0], rel=1e-9, abs=1e-12)
+            assert together.metric("n_trades")[i, f] == r.n_trades[0] > 0
+            assert together.metric("sharpe")[i, f] == pytest.approx(float(em["sharpe"]), rel=1e-7, abs=1e-9)

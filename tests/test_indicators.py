@@ -108,8 +108,47 @@ def test_every_indicator_is_causal(seed, cut):
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 300)))
     spread = np.abs(rng.normal(0, 0.003, 300)) * close
     high, low = close + spread, close - spread
+    timestamp = 1_577_836_800_000 + np.cumsum(rng.integers(1, 5, 300)) * 900_000  # irregular quarter hours
     name = list(INDICATORS)[seed % len(INDICATORS)]
     ind = random_indicator(rng, name=name)
-    full = compute_indicator(ind, high, low, close)
-    part = compute_indicator(ind, high[:cut], low[:cut], close[:cut])
+    full = compute_indicator(ind, high, low, close, timestamp)
+    part = compute_indicator(ind, high[:cut], low[:cut], close[:cut], timestamp[:cut])
     np.testing.assert_array_equal(part, full[:cut])
+
+
+# (epoch ms, UTC hour, day of week 0 Monday): worked out by hand
+CLOCK = [
+    (1_577_836_800_000, 0, 2),  # 2020-01-01 00:00:00 UTC, a Wednesday
+    (1_577_836_800_000 + 14 * 3_600_000 + 59 * 60_000, 14, 2),  # 14:59 the same day: still hour 14
+    (1_577_836_800_000 + 15 * 3_600_000, 15, 2),  # 15:00
+    (1_578_268_800_000 - 1, 23, 6),  # 2020-01-05 23:59:59.999, a Sunday
+    (1_578_268_800_000, 0, 0),  # 2020-01-06 00:00, Monday
+    (0, 0, 3),  # 1970-01-01 was a Thursday
+    (-1, 23, 2),  # one millisecond before: Wednesday 23:59:59.999
+]
+
+
+def test_clock_indicators_read_the_utc_open_time():
+    ts = np.array([t for t, _, _ in CLOCK], dtype=np.int64)
+    dummy = np.ones(ts.shape[0])
+    hour = compute_indicator({"name": "hour"}, dummy, dummy, dummy, ts)
+    weekday = compute_indicator({"name": "day_of_week"}, dummy, dummy, dummy, ts)
+    np.testing.assert_array_equal(hour, [h for _, h, _ in CLOCK])
+    np.testing.assert_array_equal(weekday, [d for _, _, d in CLOCK])
+    stamps = pd.to_datetime(ts, unit="ms", utc=True)  # and pandas agrees
+    np.testing.assert_array_equal(hour, stamps.hour)
+    np.testing.assert_array_equal(weekday, stamps.dayofweek)
+    # datetime64 timestamps are read as the same instants
+    np.testing.assert_array_equal(
+        compute_indicator({"name": "hour"}, dummy, dummy, dummy, ts.astype("datetime64[ms]")), hour)
+
+
+def test_clock_indicators_in_the_table_and_without_timestamps(bars):
+    high, low, close = bars
+    ts = 1_704_067_200_000 + 3_600_000 * np.arange(close.shape[0], dtype=np.int64)  # hourly from midnight
+    table = indicator_table([{"name": "sma", "window": 3}, {"name": "hour"}, {"name": "day_of_week"}],
+                            high, low, close, ts)
+    np.testing.assert_array_equal(table[1], np.arange(close.shape[0]) % 24)
+    np.testing.assert_array_equal(table[2], (np.arange(close.shape[0]) // 24) % 7)  # 2024-01-01 was a Monday
+    with pytest.raises(ValueError, match="need the bars' timestamps"):
+        indicator_table([{"name": "hour"}], high, low, close)

@@ -267,3 +267,16 @@ def test_shadow_actors_survive_a_kill_and_a_redis_restart(ray_session, tmp_path)
         store.close()
     finally:
         server.stop()
+
+
+def test_a_clock_genome_trades_the_backtest_positions(tmp_path):
+    hour = {"name": "hour"}
+    genome = {"entry": {"logic": "and", "conditions": [{"lhs": hour, "op": "crosses_above", "rhs": 7.5}]},
+              "exit": {"logic": "and", "conditions": [{"lhs": hour, "op": "crosses_above", "rhs": 9.5}]},
+              "direction": "long"}
+    market = synthetic_market(3000, seed=5, interval_ms=15 * 60_000)  # quarter hours: a position per morning
+    trader = ShadowTrader(ShadowSpec(genome, "s"), SMALL, FileStateStore(tmp_path))
+    got = np.array([s["position"] for s in trade_all(trader, market, warmup=500)])
+    expected = positions(genome, market.to_frame())[500:]
+    assert (expected == 1).sum() > 100
+    np.testing.assert_array_equal(got, expected)

@@ -8,13 +8,29 @@ strength * sigma_{t+1} * s_t``: ``s_t`` in {-1, 0, 1} is the planted rule's posi
 decided at the close of bar t from closes up to t. ``strength`` is set so that the rule
 earns an annualized Sharpe ratio of about ``sharpe`` (``sharpe / sqrt(bars per year *
 exposure)`` per bar, exposure the share of bars the rule holds a position). Rule kinds
-(:data:`RULES`, one entry each; a kind whose positions a genome of ``backtest/strategy.py``
-reproduces gives that genome, others ``None``):
+(:data:`RULES`, one entry each, each with a genome of ``backtest/strategy.py`` that trades
+it, or ``None`` where no genome can):
 
-* ``trend``: ``sign(EMA_fast - EMA_slow)`` of the close (genome: EMA cross, direction both).
-* ``mean_reversion``: ``-sign(close - SMA_window)`` (genome: close crossing its SMA).
-* ``time_of_day``: long from ``start_hour`` for ``hours`` hours of each UTC day, else flat
-  (no rule genome reads the clock: a search over rules cannot express it).
+* ``trend``: ``sign(EMA_fast - EMA_slow)`` of the close (genome: EMA cross, direction both;
+  the same positions from its first crossing on).
+* ``mean_reversion``: ``-sign(close - SMA_window)`` (genome: close crossing its SMA; the same
+  positions from its first crossing on).
+* ``time_of_day``: long over the bars that open from ``start_hour`` for ``hours`` hours of each
+  UTC day (1 <= hours <= 23), else flat. The position held over bar t+1 is decided at the
+  close of bar t, so the genome reads the ``hour`` indicator of bar t (its open): with hourly
+  bars, ``start_hour`` 14 and ``hours`` 4, long at the closes of the bars opening 13:00..16:00
+  (entry ``hour > 12.5 AND hour < 16.5``, exit ``hour < 12.5 OR hour > 16.5``, direction
+  long), exactly the rule's positions from the first bar. Bars of a whole number of hours
+  shift the window by that many hours; shorter bars: ``None`` (the hour alone cannot say
+  whether the next bar opens in the window).
+* ``asmbtr``: a state edge (``backtest/data/synthetic_state.py``): the sign of ``pattern``
+  (default parity) in the state of the last ``depth`` bar directions (up: the close rose),
+  +1 after an even number of up bars among the last three, -1 after an odd number; an
+  unchanged close keeps the position. Only a model that remembers all ``depth`` bars sees
+  it, no indicator of the rules family does. Genome: an ``asmbtr`` genome
+  (``backtest/families/asmbtr.py``) of that depth which learns the state table online (slow
+  decay, threshold 0.5): it trades the rule once its counts have settled, not from the
+  first bar, so it earns less than the rule itself.
 
 Noise (:data:`NOISES`): ``gbm`` (Gaussian, constant sigma) or ``garch_t`` (GARCH(1,1)
 variance, alpha 0.08, beta 0.9, with Student-t innovations of 4 degrees of freedom scaled
@@ -75,7 +91,7 @@ class PlantedSpec:
 class PlantedMarket:
     market: OHLCV
     signal: np.ndarray  # (T,) int8: the rule's position decided at each bar's close
-    genome: dict | None  # a rules genome with the same positions (after its first signal), if any
+    genome: dict | None  # a genome that trades the rule (see the module docstring), if any
     spec: PlantedSpec
 
 
@@ -112,6 +128,24 @@ class _MeanReversion:
         return -1 if close > mean else (1 if close < mean else 0)
 
 
+class _StateParity:
+    def __init__(self, depth: int, pattern: tuple[int, ...] | None = None):
+        from backtest.data.synthetic_state import StateEdge
+
+        self.signs = StateEdge(depth=depth, pattern=pattern).signs()  # validates depth and pattern
+        self.depth, self.mask = depth, (1 << depth) - 1
+        self.prev = None
+        self.state = self.seen = self.position = 0
+
+    def update(self, close: float) -> int:
+        if self.prev is not None and close != self.prev:
+            self.state = ((self.state << 1) | int(close > self.prev)) & self.mask
+            self.seen += 1
+            self.position = self.signs[self.state] if self.seen >= self.depth else 0
+        self.prev = close
+        return self.position
+
+
 def _ema_genome(fast: int, slow: int) -> dict:
     def cross(op: str) -> dict:
         return {"lhs": {"name": "ema", "window": fast}, "op": op, "rhs": {"name": "ema", "window": slow}}
@@ -130,9 +164,36 @@ def _reversion_genome(window: int) -> dict:
             "direction": "both", "stop_loss": None, "take_profit": None}
 
 
+def _hour_genome(interval_ms: int, start_hour: int, hours: int) -> dict | None:
+    """Long at the close of bar t when bar t+1 opens inside the window, from bar t's hour."""
+    if interval_ms % HOUR_MS or not 1 <= hours <= 23:
+        return None
+    lo = (start_hour - interval_ms // HOUR_MS) % 24  # first hour of the bars whose close goes long
+    a, b = lo - 0.5, lo + hours - 0.5
+
+    def cond(op: str, value: float) -> dict:
+        return {"lhs": {"name": "hour"}, "op": op, "rhs": value}
+
+    if lo + hours <= 24:  # held over [lo, lo + hours)
+        entry = ("and", [c for c, keep in ((cond(">", a), lo > 0), (cond("<", b), lo + hours < 24)) if keep])
+        exit_ = ("or", [c for c, keep in ((cond("<", a), lo > 0), (cond(">", b), lo + hours < 24)) if keep])
+    else:  # across midnight: [lo, 24) and [0, lo + hours - 24)
+        entry = ("or", [cond(">", a), cond("<", b - 24)])
+        exit_ = ("and", [cond("<", a), cond(">", b - 24)])
+    return {"entry": {"logic": entry[0], "conditions": entry[1]},
+            "exit": {"logic": exit_[0], "conditions": exit_[1]},
+            "direction": "long", "stop_loss": None, "take_profit": None}
+
+
+def _state_genome(depth: int, pattern: tuple[int, ...] | None = None) -> dict:
+    return {"family": "asmbtr", "depth": depth, "decay": 0.999, "threshold": 0.5, "min_move": 0.0,
+            "direction": "both", "neutral": "flat", "stop_loss": None, "take_profit": None}
+
+
 @dataclass(frozen=True)
 class RuleKind:
-    """One planted rule: defaults, a stateful signal (None: clock-driven), its genome, its exposure."""
+    """One planted rule: defaults, a stateful signal (None: clock-driven), its genome (from
+    the bar interval in ms and the settings), its exposure."""
 
     defaults: dict[str, Any]
     tracker: Callable[..., Any] | None
@@ -141,10 +202,11 @@ class RuleKind:
 
 
 RULES: dict[str, RuleKind] = {
-    "trend": RuleKind({"fast": 24, "slow": 96}, _Trend, _ema_genome, lambda **_: 1.0),
-    "mean_reversion": RuleKind({"window": 12}, _MeanReversion, _reversion_genome, lambda **_: 1.0),
-    "time_of_day": RuleKind({"start_hour": 14, "hours": 4}, None, lambda **_: None,
-                            lambda hours, **_: hours / 24.0),
+    "trend": RuleKind({"fast": 24, "slow": 96}, _Trend, lambda _interval, **p: _ema_genome(**p), lambda **_: 1.0),
+    "mean_reversion": RuleKind({"window": 12}, _MeanReversion, lambda _interval, **p: _reversion_genome(**p),
+                               lambda **_: 1.0),
+    "time_of_day": RuleKind({"start_hour": 14, "hours": 4}, None, _hour_genome, lambda hours, **_: hours / 24.0),
+    "asmbtr": RuleKind({"depth": 3}, _StateParity, lambda _interval, **p: _state_genome(**p), lambda **_: 1.0),
 }
 
 
@@ -201,7 +263,7 @@ def planted_market(spec: PlantedSpec) -> PlantedMarket:
     low = np.minimum(open_, close) * np.exp(-wicks[1])
     volume = 1000.0 * np.exp(0.5 * rng.standard_normal(n))
     market = OHLCV(timestamp=timestamp, open=open_, high=high, low=low, close=close, volume=volume)
-    return PlantedMarket(market, signal, kind.genome(**settings), spec)
+    return PlantedMarket(market, signal, kind.genome(spec.interval_ms, **settings), spec)
 
 
 def rule_sharpe(planted: PlantedMarket, start: int, end: int) -> float:

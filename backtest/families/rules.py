@@ -16,8 +16,12 @@ out of the normalized form, so every rules genome keeps the ``strategy_id`` it a
     indicator = {"name": "sma", "window": 20}   # see INDICATORS for every name and its genes
 
 Price-scale indicators (close, sma, ema) are compared with another price-scale indicator.
-Oscillators (rsi, bbands_percent_b, donchian_position, macd, roc, atr_range) are compared
-with a threshold inside their range, or with another oscillator of the same name.
+Oscillators (rsi, bbands_percent_b, donchian_position, macd, roc, atr_range, hour,
+day_of_week) are compared with a threshold inside their range, or with another oscillator
+of the same name and other genes. The clock indicators ``hour`` (0..23) and ``day_of_week``
+(0 Monday .. 6 Sunday) read the UTC open time of the bar whose close decides (no genes, no
+warm-up): ``hour > 12.5 AND hour < 16.5`` holds at the closes of the bars opening 13:00 to
+16:00, so with hourly bars a long position then is held over the bars opening 14:00 to 17:00.
 
 Direction "long": an entry signal opens a long position, an exit signal closes it.
 "short": the same for a short position. "both": an entry signal goes long and an exit
@@ -116,6 +120,10 @@ INDICATORS: dict[str, IndicatorSpec] = {
         IndicatorSpec(
             "atr_range", (Gene("window", int, 2, 200),), "oscillator", (0.0, 4.0),
             "ATR-normalized range: (high - low) / ATR(window)",
+        ),
+        IndicatorSpec("hour", (), "oscillator", (0.0, 23.0), "UTC hour of day of the bar's open, 0..23"),
+        IndicatorSpec(
+            "day_of_week", (), "oscillator", (0.0, 6.0), "UTC day of the week of the bar's open, 0 Monday .. 6 Sunday",
         ),
     )
 }
@@ -253,7 +261,7 @@ def warmup_bars(genome: Mapping) -> int:
         name = ind["name"]
         if name == "macd":
             need = max(need, ind["slow"] + ind["signal"])
-        elif name == "close":
+        elif name == "close" or not INDICATORS[name].genes:  # close and the clock: defined from bar 0
             continue
         else:
             need = max(need, ind["window"] + 1)

@@ -42,16 +42,26 @@ def _fraction(rng, bounds: tuple[float, float]) -> float:
     return round(float(rng.uniform(*bounds)), 4)
 
 
+def _random_decay(rng: np.random.Generator) -> float:
+    """A decay whose memory ``1 / (1 - decay)`` (updates of a state) is log-uniform between the
+    bounds' (5 .. 1000): uniform decays would give memories under 200 updates 97% of the time,
+    too short for any edge weaker than a few percent of direction probability."""
+    low, high = (np.log(1.0 / (1.0 - d)) for d in DECAY_BOUNDS)
+    decay = round(float(1.0 - np.exp(-rng.uniform(low, high))), 4)
+    return min(max(decay, DECAY_BOUNDS[0]), DECAY_BOUNDS[1])
+
+
 def init_genome(rng: np.random.Generator, max_conditions: int = 0) -> Genome:
     """A random asmbtr genome inside the gene bounds (``max_conditions`` is the rules family's
-    and means nothing here). Half of them count every move (min_move 0)."""
+    and means nothing here). Half of them count every move (min_move 0); decays are drawn
+    log-uniform in memory (:func:`_random_decay`)."""
     min_move = 0.0
     if rng.random() >= 0.5:
         min_move = round(float(np.exp(rng.uniform(np.log(MIN_MOVE_SMALLEST), np.log(MIN_MOVE_BOUNDS[1])))), 6)
     return normalize({
         FAMILY_KEY: NAME,
         "depth": int(rng.integers(DEPTH_BOUNDS[0], DEPTH_BOUNDS[1] + 1)),
-        "decay": round(float(rng.uniform(*DECAY_BOUNDS)), 4),
+        "decay": _random_decay(rng),
         "threshold": _fraction(rng, THRESHOLD_BOUNDS),
         "min_move": min_move,
         "direction": GENOME_DIRECTIONS[int(rng.integers(len(GENOME_DIRECTIONS)))],

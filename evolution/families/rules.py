@@ -48,7 +48,7 @@ def random_condition(rng: np.random.Generator) -> dict:
         rhs: Any = random_indicator(rng, scale="price")
         while rhs == lhs:
             rhs = random_indicator(rng, scale="price")
-    elif rng.random() < 0.2:
+    elif spec.genes and rng.random() < 0.2:  # a gene-less oscillator (hour) has no other of its name
         rhs = random_indicator(rng, name=lhs["name"])
         while rhs == lhs:
             rhs = random_indicator(rng, name=lhs["name"])
@@ -162,7 +162,7 @@ def _redraw_rhs(cond: dict, rng) -> None:
     spec = INDICATORS[cond["lhs"]["name"]]
     if spec.scale == "price":
         cond["rhs"] = random_indicator(rng, scale="price")
-    elif isinstance(cond["rhs"], Mapping):
+    elif isinstance(cond["rhs"], Mapping) and spec.genes:
         cond["rhs"] = random_indicator(rng, name=cond["lhs"]["name"])
     else:
         low, high = spec.threshold
