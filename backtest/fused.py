@@ -232,6 +232,51 @@ def _operand(u, t0, t1, source, row, window, table, close, csum, scratch):
     return out
 
 
+#: |p - q| above this fraction of |p| + |q| orders the rounded quotients p / (wa wb) and q / (wa wb)
+#: the same way (8 units of roundoff: 2 for the products, 1 for the difference, 2 for the
+#: quotients, with room to spare)
+_ORDER_EPS = 8.0 * 2.0 ** -53
+
+
+@njit(cache=True, nogil=True)
+def cross_pair_ratio_nb(head_a, tail_a, wa, head_b, tail_b, wb, n, up, down, state, code):
+    """cross_pair_nb for two operands a = (head_a - tail_a) / wa and b = (head_b - tail_b) / wb
+    (an SMA from the running sum; close with tail 0 and w 1) on n bars where both are defined
+    and the crossing states are past their first bar below (state[1] and state[3] set): the
+    state machine is then stateless, up = a > b after a bar without, so it runs as two
+    vectorized passes, and a > b is decided without dividing (a * wa * wb against b * wa * wb,
+    exact whenever they differ by more than _ORDER_EPS). Returns False, touching nothing of
+    ``state``, when a bar is too close to call (or a tie): the caller then divides."""
+    fa = float(wa)
+    fb = float(wb)
+    unsure = 0
+    for i in range(n):
+        p = (head_a[i] - tail_a[i]) * fb
+        q = (head_b[i] - tail_b[i]) * fa
+        d = p - q
+        tol = _ORDER_EPS * (abs(p) + abs(q))
+        gt = d > tol
+        lt = d < -tol
+        code[i] = np.int8(gt) + np.int8(2) * np.int8(lt)
+        unsure += np.int64(not (gt | lt))
+    if unsure > 0 or n == 0:
+        return n == 0
+    up[0] = (code[0] == 1) & (state[0] != 0)
+    down[0] = (code[0] == 2) & (state[2] != 0)
+    cur = code[1:n]
+    prev = code[: n - 1]
+    up_rest = up[1:n]
+    down_rest = down[1:n]
+    for i in range(n - 1):
+        c = cur[i]
+        b = prev[i]
+        up_rest[i] = (c == 1) & (b != 1)
+        down_rest[i] = (c == 2) & (b != 2)
+    state[0] = code[n - 1] != 1
+    state[2] = code[n - 1] != 2
+    return True
+
+
 @njit(cache=True, nogil=True)
 def block_signals_nb(table, close, csum, source, row, window, lhs, op, rhs, thr, n_cond, use_and, t0, t1, buf, state,
                      scratch_a, scratch_b):
@@ -464,19 +509,44 @@ def population_nb(close, prefix, blocks, table, source, row, window, lhs, op, rh
     pair_a = np.zeros(n_gen, dtype=np.int64)
     pair_b = np.zeros(n_gen, dtype=np.int64)
     pair_up = np.zeros(n_gen, dtype=np.bool_)
+    pair_steady = np.full(n_gen, n + 1, dtype=np.int64)  # from this bar on, cross_pair_ratio_nb may take the pair
+    zeros = np.zeros(TIME_BLOCK)
+    codes = np.empty(TIME_BLOCK, dtype=np.int8)
     for g in range(n_gen):
         pair[g], pair_a[g], pair_b[g], pair_up[g] = _crossing_pair(lhs[g], op[g], rhs[g], ncond[g])
+        if pair[g] and source[pair_a[g]] != SRC_TABLE and source[pair_b[g]] != SRC_TABLE:
+            pair_steady[g] = max(window[pair_a[g]], window[pair_b[g]])  # both defined (window 0: close)
     for t0 in range(0, n, TIME_BLOCK):
         t1 = min(t0 + TIME_BLOCK, n)
         for g in range(n_gen):
+            done = False
             if pair[g]:
+                ua = pair_a[g]
+                ub = pair_b[g]
+                if t0 >= pair_steady[g] and cross[g, 0, 1] != 0 and cross[g, 0, 3] != 0:
+                    n_blk = t1 - t0
+                    if source[ua] == SRC_SMA:
+                        ha, ta, wa = csum[t0 + 1: t1 + 1], csum[t0 + 1 - window[ua]: t1 + 1 - window[ua]], window[ua]
+                    else:
+                        ha, ta, wa = close[t0:t1], zeros[:n_blk], 1
+                    if source[ub] == SRC_SMA:
+                        hb, tb, wb = csum[t0 + 1: t1 + 1], csum[t0 + 1 - window[ub]: t1 + 1 - window[ub]], window[ub]
+                    else:
+                        hb, tb, wb = close[t0:t1], zeros[:n_blk], 1
+                    if pair_up[g]:
+                        done = cross_pair_ratio_nb(ha, ta, wa, hb, tb, wb, n_blk, entry[t0:t1], exit_[t0:t1], cross[g, 0],
+                                                   codes)
+                    else:
+                        done = cross_pair_ratio_nb(ha, ta, wa, hb, tb, wb, n_blk, exit_[t0:t1], entry[t0:t1], cross[g, 0],
+                                                   codes)
+            if pair[g] and not done:
                 a = _operand(pair_a[g], t0, t1, source, row, window, table, close, csum, scratch_a)
                 b = _operand(pair_b[g], t0, t1, source, row, window, table, close, csum, scratch_b)
                 if pair_up[g]:
                     cross_pair_nb(a, b, t1 - t0, entry[t0:t1], exit_[t0:t1], cross[g, 0])
                 else:
                     cross_pair_nb(a, b, t1 - t0, exit_[t0:t1], entry[t0:t1], cross[g, 0])
-            else:
+            elif not pair[g]:
                 block_signals_nb(table, close, csum, source, row, window, lhs[g, 0], op[g, 0], rhs[g, 0], thr[g, 0],
                                  ncond[g, 0], logic[g, 0] == 0, t0, t1, entry, cross[g, 0], scratch_a, scratch_b)
                 block_signals_nb(table, close, csum, source, row, window, lhs[g, 1], op[g, 1], rhs[g, 1], thr[g, 1],
