@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from backtest.kernels import _bar
+from backtest.kernels import _bar, next_signal
 
 BLOCK = 64  # bars per close summary block
 
@@ -62,23 +62,6 @@ def market_summary_nb(close):
         blocks[1, k] = run_min
         blocks[2, k] = dd
     return prefix, blocks
-
-
-@njit(inline="always")
-def _next_signal(entry, exit_, entry_words, exit_words, t, end):
-    """First bar in [t, end) with an entry or exit signal, else end; skips 8 quiet bars at a
-    time through uint64 views of the signal bytes."""
-    n_words = entry_words.shape[0]
-    while t < end:
-        if t & 7 == 0:
-            k = t >> 3
-            if k < n_words and (entry_words[k] | exit_words[k]) == 0:
-                t += 8
-                continue
-        if entry[t] or exit_[t]:
-            return t
-        t += 1
-    return end
 
 
 @njit(inline="always")
@@ -269,7 +252,7 @@ def fold_walk_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, s
     while t < stop:
         # ---- the quiet stretch [t, nxt): no order can happen there
         s = max(t, search_from)
-        nxt = _next_signal(entry, exit_, entry_words, exit_words, s, stop)
+        nxt = next_signal(entry, exit_, entry_words, exit_words, s, stop)
         if pos != 0.0 and (lower > -np.inf or upper < np.inf):
             nxt = _first_stop_hit(close, blocks, s, nxt, lower, upper)
         if nxt >= stop and stop < end:
