@@ -325,6 +325,14 @@ def _cell(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction
 
 
 @njit(cache=True, nogil=True)
+def _cell_nb(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage, sl_stop, tp_stop):
+    """_cell out of line: the one compiled copy of the order logic that every call site of
+    simulate_nb shares (a cold start compiles it once, not once per site; the call costs
+    a few ns per signal)."""
+    _cell(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage, sl_stop, tp_stop)
+
+
+@njit(cache=True, nogil=True)
 def _stops(close, shared_close, entries_flat, exits_flat, row0, row1, cash, pos, debt, free, lower, upper, n_trades,
            direction, fees, slippage, sl_stop, tp_stop):
     """Stop hits on rows [row0, row1) of the columns without a signal there (a signal's
@@ -339,9 +347,12 @@ def _stops(close, shared_close, entries_flat, exits_flat, row0, row1, cash, pos,
             row = i * n_cols
             for col in range(n_cols):
                 c = close[i, 0] if shared_close else close[i, col]
-                if (c <= lower[col] or c >= upper[col]) and not (entries_flat[row + col] or exits_flat[row + col]):
-                    _cell(cash, pos, debt, free, lower, upper, n_trades, col, False, False, c, direction, fees,
-                          slippage, sl_stop, tp_stop)
+                e = entries_flat[row + col]
+                x = exits_flat[row + col]
+                if (c <= lower[col] or c >= upper[col]) and not (e or x):
+                    # e and x (both False) rather than literals: the same _cell_nb specialization as the signal walk
+                    _cell_nb(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage,
+                             sl_stop, tp_stop)
 
 
 @njit(cache=True, nogil=True)
@@ -383,8 +394,8 @@ def _walk_signals(close, entries, exits, direction, fees, slippage, sl_stop, tp_
                 stop_row = i
             col = k - i * n_cols
             c = close[i, 0] if shared_close else close[i, col]
-            _cell(cash, pos, debt, free, lower, upper, n_trades, col, entries_flat[k], exits_flat[k], c, direction,
-                  fees, slippage, sl_stop, tp_stop)
+            _cell_nb(cash, pos, debt, free, lower, upper, n_trades, col, entries_flat[k], exits_flat[k], c,
+                     direction, fees, slippage, sl_stop, tp_stop)
     if has_stops:
         _stops(close, shared_close, entries_flat, exits_flat, stop_row, n_bars, cash, pos, debt, free, lower, upper,
                n_trades, direction, fees, slippage, sl_stop, tp_stop)
@@ -417,8 +428,8 @@ def simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl_
                 e = entries[i, col]
                 x = exits[i, col]
                 if e or x or c <= lower[col] or c >= upper[col]:
-                    _cell(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage,
-                          sl_stop, tp_stop)
+                    _cell_nb(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage,
+                             sl_stop, tp_stop)
                 p = pos[col]
                 equity[i, col] = cash[col] + p * c if p != 0.0 else cash[col]
     else:
