@@ -1,8 +1,8 @@
 """Numba kernels: order execution (one bar of from_signals) and simulate()'s signal simulation.
 
 The population kernels that build on ``_bar`` are ``fused.population_nb`` (rules) and
-``families/asmbtr.population_nb``; their fold walk is ``events.simulate_fold_events_nb``
-(or ``fused.simulate_fold_nb``, bar by bar).
+``families/asmbtr.population_nb``; their fold walks are ``events.fold_walk_nb`` (rules, resumable
+per time block) and ``fused.simulate_fold_nb`` (asmbtr, bar by bar).
 
 The order logic mirrors vectorbt's ``Portfolio.from_signals`` with its defaults
 (size=inf all-in, no accumulation, price=close, conflicting signals ignored, opposite
