@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from backtest.kernels import _bar
+from backtest.kernels import _bar, next_signal
 
 BLOCK = 64  # bars per close summary block
 
@@ -62,23 +62,6 @@ def market_summary_nb(close):
         blocks[1, k] = run_min
         blocks[2, k] = dd
     return prefix, blocks
-
-
-@njit(inline="always")
-def _next_signal(entry, exit_, entry_words, exit_words, t, end):
-    """First bar in [t, end) with an entry or exit signal, else end; skips 8 quiet bars at a
-    time through uint64 views of the signal bytes."""
-    n_words = entry_words.shape[0]
-    while t < end:
-        if t & 7 == 0:
-            k = t >> 3
-            if k < n_words and (entry_words[k] | exit_words[k]) == 0:
-                t += 8
-                continue
-        if entry[t] or exit_[t]:
-            return t
-        t += 1
-    return end
 
 
 @njit(inline="always")
@@ -182,44 +165,99 @@ def add_bucket(buckets, t, value, seg_value, end, bucket_bars, bucket_origin):
     return seg_value
 
 
+# ---- the walk's state, one float64 row per genome (integers are exact in a float64), so a
+# fold can be walked in pieces (the rules kernel advances every genome one time block at a
+# time) with the very same additions in the very same order as in one piece.
+S_T = 0  # first bar not yet accounted (the start of the open quiet stretch)
+S_CASH = 1
+S_FREE = 2
+S_POS = 3
+S_DEBT = 4
+S_LOWER = 5
+S_UPPER = 6
+S_PREV = 7
+S_PEAK = 8
+S_MAX_DD = 9
+S_S1 = 10
+S_S2 = 11
+S_S3 = 12
+S_S4 = 13
+S_DOWN2 = 14
+S_EXPOSED = 15
+S_NOTIONAL = 16
+S_VALUE_SUM = 17
+S_TRADES = 18
+S_CLOSED = 19
+S_WINS = 20
+S_GROSS_WIN = 21
+S_GROSS_LOSS = 22
+S_TRADE_START = 23
+S_SEG_VALUE = 24
+N_STATE = 25
+
+
 @njit(cache=True, nogil=True)
-def simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, start, end, direction, fees, slippage, init_cash,
-                            sl_arg, tp_arg, acc, buckets, bucket_bars, bucket_origin, positions):
-    """Simulate one genome on [start, end) from a flat book; accumulators go to ``acc``:
-    [s1, s2, s3, s4, down2, max_dd, value_sum, exposed, notional, trades, closed, wins,
-     gross_win, gross_loss, final_value] (see fused.write_metrics)."""
-    cash = init_cash
-    free = init_cash
-    pos = 0.0
-    debt = 0.0
-    lower = -np.inf
-    upper = np.inf
-    prev_value = init_cash
-    peak = init_cash
-    max_dd = 0.0
-    s1 = 0.0
-    s2 = 0.0
-    s3 = 0.0
-    s4 = 0.0
-    down2 = 0.0
-    exposed = 0
-    notional_sum = 0.0
-    value_sum = 0.0
-    trades = 0
-    closed = 0
-    wins = 0
-    gross_win = 0.0
-    gross_loss = 0.0
-    trade_start = init_cash
-    seg_value = init_cash
+def fold_start_nb(st, start, init_cash):
+    """A flat book with init_cash at bar ``start``."""
+    for i in range(N_STATE):
+        st[i] = 0.0
+    st[S_T] = start
+    st[S_CASH] = init_cash
+    st[S_FREE] = init_cash
+    st[S_LOWER] = -np.inf
+    st[S_UPPER] = np.inf
+    st[S_PREV] = init_cash
+    st[S_PEAK] = init_cash
+    st[S_TRADE_START] = init_cash
+    st[S_SEG_VALUE] = init_cash
+
+
+@njit(cache=True, nogil=True)
+def fold_walk_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, search_from, stop, end, direction, fees,
+                 slippage, sl_arg, tp_arg, st, buckets, bucket_bars, bucket_origin, positions):
+    """Walk a fold (ending at ``end``) from its state ``st`` up to bar ``stop`` <= end.
+
+    The signals are read on [search_from, stop) only (a caller that reuses its signal
+    buffers per time block passes the block's start); the open quiet stretch that began
+    before search_from had none. A stretch still quiet at ``stop`` < end stays open in
+    ``st`` (flat or fully invested: accounted in one go when it closes, so a fold walked
+    in pieces adds exactly what it adds in one piece)."""
+    t = int(st[S_T])
+    cash = st[S_CASH]
+    free = st[S_FREE]
+    pos = st[S_POS]
+    debt = st[S_DEBT]
+    lower = st[S_LOWER]
+    upper = st[S_UPPER]
+    prev_value = st[S_PREV]
+    peak = st[S_PEAK]
+    max_dd = st[S_MAX_DD]
+    s1 = st[S_S1]
+    s2 = st[S_S2]
+    s3 = st[S_S3]
+    s4 = st[S_S4]
+    down2 = st[S_DOWN2]
+    exposed = int(st[S_EXPOSED])
+    notional_sum = st[S_NOTIONAL]
+    value_sum = st[S_VALUE_SUM]
+    trades = int(st[S_TRADES])
+    closed = int(st[S_CLOSED])
+    wins = int(st[S_WINS])
+    gross_win = st[S_GROSS_WIN]
+    gross_loss = st[S_GROSS_LOSS]
+    trade_start = st[S_TRADE_START]
+    seg_value = st[S_SEG_VALUE]
     want_buckets = bucket_bars > 0
     want_positions = positions.shape[0] > 0
-    t = start
-    while t < end:
+    while t < stop:
         # ---- the quiet stretch [t, nxt): no order can happen there
-        nxt = _next_signal(entry, exit_, entry_words, exit_words, t, end)
+        s = max(t, search_from)
+        nxt = next_signal(entry, exit_, entry_words, exit_words, s, stop)
         if pos != 0.0 and (lower > -np.inf or upper < np.inf):
-            nxt = _first_stop_hit(close, blocks, t, nxt, lower, upper)
+            nxt = _first_stop_hit(close, blocks, s, nxt, lower, upper)
+        if nxt >= stop and stop < end:
+            if pos == 0.0 or (pos > 0.0 and cash == 0.0):
+                break  # the stretch stays open: accounted in one go when it closes
         if nxt > t:
             if pos == 0.0:
                 value_sum += cash * (nxt - t)
@@ -254,10 +292,10 @@ def simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, ex
                         positions[b] = 1 if pos > 0.0 else -1
                     if want_buckets:
                         seg_value = add_bucket(buckets, b, value, seg_value, end, bucket_bars, bucket_origin)
-        if nxt >= end:
+        t = nxt
+        if nxt >= stop:
             break
         # ---- the event bar
-        t = nxt
         c = close[t]
         old_pos = pos
         cash, pos, debt, free, lower, upper, filled, reduced, notional, vb = _bar(
@@ -278,20 +316,64 @@ def simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, ex
         if want_buckets:
             seg_value = add_bucket(buckets, t, value, seg_value, end, bucket_bars, bucket_origin)
         t += 1
-    if pos != 0.0:
-        trades += 1
-    acc[0] = s1
-    acc[1] = s2
-    acc[2] = s3
-    acc[3] = s4
-    acc[4] = down2
-    acc[5] = max_dd
-    acc[6] = value_sum
-    acc[7] = exposed
-    acc[8] = notional_sum
+    st[S_T] = t
+    st[S_CASH] = cash
+    st[S_FREE] = free
+    st[S_POS] = pos
+    st[S_DEBT] = debt
+    st[S_LOWER] = lower
+    st[S_UPPER] = upper
+    st[S_PREV] = prev_value
+    st[S_PEAK] = peak
+    st[S_MAX_DD] = max_dd
+    st[S_S1] = s1
+    st[S_S2] = s2
+    st[S_S3] = s3
+    st[S_S4] = s4
+    st[S_DOWN2] = down2
+    st[S_EXPOSED] = exposed
+    st[S_NOTIONAL] = notional_sum
+    st[S_VALUE_SUM] = value_sum
+    st[S_TRADES] = trades
+    st[S_CLOSED] = closed
+    st[S_WINS] = wins
+    st[S_GROSS_WIN] = gross_win
+    st[S_GROSS_LOSS] = gross_loss
+    st[S_TRADE_START] = trade_start
+    st[S_SEG_VALUE] = seg_value
+
+
+@njit(cache=True, nogil=True)
+def fold_finish_nb(st, acc, start, end, init_cash):
+    """The accumulators of a fully walked fold (see simulate_fold_events_nb) into ``acc``."""
+    trades = st[S_TRADES]
+    if st[S_POS] != 0.0:
+        trades += 1.0
+    acc[0] = st[S_S1]
+    acc[1] = st[S_S2]
+    acc[2] = st[S_S3]
+    acc[3] = st[S_S4]
+    acc[4] = st[S_DOWN2]
+    acc[5] = st[S_MAX_DD]
+    acc[6] = st[S_VALUE_SUM]
+    acc[7] = st[S_EXPOSED]
+    acc[8] = st[S_NOTIONAL]
     acc[9] = trades
-    acc[10] = closed
-    acc[11] = wins
-    acc[12] = gross_win
-    acc[13] = gross_loss
-    acc[14] = prev_value if end > start else init_cash
+    acc[10] = st[S_CLOSED]
+    acc[11] = st[S_WINS]
+    acc[12] = st[S_GROSS_WIN]
+    acc[13] = st[S_GROSS_LOSS]
+    acc[14] = st[S_PREV] if end > start else init_cash
+
+
+@njit(cache=True, nogil=True)
+def simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, start, end, direction, fees, slippage, init_cash,
+                            sl_arg, tp_arg, acc, buckets, bucket_bars, bucket_origin, positions):
+    """Simulate one genome on [start, end) from a flat book; accumulators go to ``acc``:
+    [s1, s2, s3, s4, down2, max_dd, value_sum, exposed, notional, trades, closed, wins,
+     gross_win, gross_loss, final_value] (see fused.write_metrics)."""
+    st = np.empty(N_STATE)
+    fold_start_nb(st, start, init_cash)
+    fold_walk_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, start, end, end, direction, fees,
+                 slippage, sl_arg, tp_arg, st, buckets, bucket_bars, bucket_origin, positions)
+    fold_finish_nb(st, acc, start, end, init_cash)

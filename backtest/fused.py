@@ -1,16 +1,19 @@
 """The rules family's fused population kernel: genome -> signals -> simulation -> metrics.
 
-Per genome, each condition is one tight loop over two indicator rows (or a row and a
-threshold) combined into entry and exit buffers of T bytes, reused across genomes; then
-one simulation pass per fold accumulates every metric on the fly. No (T, N) array is
-ever held for the population.
+The kernel walks the bars in time blocks (TIME_BLOCK bars) and advances every genome of
+the chunk through each block before the next: per genome, each condition is one tight loop
+over two operands (or an operand and a threshold) combined into entry and exit buffers;
+then the genome's fold walk (events.fold_walk_nb) goes on from where it stopped, its state
+kept in a row of floats. SMAs and close are computed per block from the market's running
+sum (nothing materialized, always in cache); other indicators are rows of the shared
+table. No (T, N) array is ever held for the population.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from backtest.events import add_bucket, add_return, book_fill, simulate_fold_events_nb
+from backtest.events import N_STATE, add_bucket, add_return, book_fill, fold_finish_nb, fold_start_nb, fold_walk_nb
 from backtest.kernels import (
     LONG,
     M_CAGR,
@@ -89,24 +92,26 @@ def _cross_step(x, y, armed, was_below):
 
 
 @njit(inline="always")
-def _cross_loop(a, b, n, first, use_and, buf):
-    """a crosses above b, combined into buf: vectorbt's crossed_above_1d_nb (wait=0).
+def _cross_loop(a, b, n, first, use_and, buf, state, k):
+    """a crosses above b, combined into buf[:n]: vectorbt's crossed_above_1d_nb (wait=0).
 
     Its state machine written branch-free: NaN resets; a > b fires once after a bar with
-    a < b (equal bars re-arm it).
-    """
-    armed = True
-    was_below = False
+    a < b (equal bars re-arm it). ``state[2k], state[2k + 1]`` (armed, was_below) carry it
+    from the previous time block to the next (1, 0 at bar 0)."""
+    armed = state[2 * k] != 0
+    was_below = state[2 * k + 1] != 0
     for t in range(n):
         s, armed, was_below = _cross_step(a[t], b[t], armed, was_below)
         _combine(buf, t, s, first, use_and)
+    state[2 * k] = armed
+    state[2 * k + 1] = was_below
 
 
 @njit(inline="always")
-def _cross_threshold_loop(a, thr, above, n, first, use_and, buf):
-    """a crosses above (or below) a constant threshold."""
-    armed = True
-    was_below = False
+def _cross_threshold_loop(a, thr, above, n, first, use_and, buf, state, k):
+    """a crosses above (or below) a constant threshold (state as in _cross_loop)."""
+    armed = state[2 * k] != 0
+    was_below = state[2 * k + 1] != 0
     for t in range(n):
         x = a[t]
         s = False
@@ -125,6 +130,8 @@ def _cross_threshold_loop(a, thr, above, n, first, use_and, buf):
                 armed = True
                 was_below = True
         _combine(buf, t, s, first, use_and)
+    state[2 * k] = armed
+    state[2 * k + 1] = was_below
 
 
 @njit(inline="always")
@@ -142,18 +149,23 @@ def _compare_threshold_loop(a, thr, greater, n, first, use_and, buf):
 
 
 @njit(cache=True, nogil=True)
-def cross_pair_nb(a, b, n, up, down):
+def cross_pair_nb(a, b, n, up, down, state):
     """up: a crosses above b; down: a crosses below b. One pass with shared comparisons
-    (the moving-average crossover family: entry and exit on the same two indicators)."""
-    armed_u = True
-    below_u = False
-    armed_d = True
-    above_d = False
+    (the moving-average crossover family: entry and exit on the same two indicators).
+    ``state`` (armed_up, below_up, armed_down, above_down) carries over between time blocks."""
+    armed_u = state[0] != 0
+    below_u = state[1] != 0
+    armed_d = state[2] != 0
+    above_d = state[3] != 0
     for t in range(n):
         x = a[t]
         y = b[t]
         up[t], armed_u, below_u = _cross_step(x, y, armed_u, below_u)
         down[t], armed_d, above_d = _cross_step(y, x, armed_d, above_d)
+    state[0] = armed_u
+    state[1] = below_u
+    state[2] = armed_d
+    state[3] = above_d
 
 
 @njit(inline="always")
@@ -181,30 +193,131 @@ def _crossing_pair(lhs, op, rhs, ncond):
     return True, a, b, entry_up
 
 
+#: how an indicator of a chunk reaches the kernel (``source`` codes): a row of the
+#: materialized table, or computed per time block from the market (in cache)
+SRC_TABLE = 0
+SRC_SMA = 1  # from the market's running sum of close (events.market_summary_nb prefix row 5)
+SRC_CLOSE = 2
+
+#: bars per time block of the population kernel: every genome is advanced one block at a
+#: time, so the block's operands, signals and market data stay in cache across genomes.
+#: Fixed (never derived from the chunk), so results do not depend on how a population is chunked.
+TIME_BLOCK = 2048
+
+
+@njit(inline="always")
+def _operand(u, t0, t1, source, row, window, table, close, csum, scratch):
+    """Indicator u's values on bars [t0, t1): a view of its table row or of close, or its SMA
+    computed into scratch from the running sum (csum[t + 1] = close[0] + ... + close[t]),
+    bit-identical to sma_from_running_sum_nb."""
+    kind = source[u]
+    if kind == SRC_TABLE:
+        return table[row[u], t0:t1]
+    if kind == SRC_CLOSE:
+        return close[t0:t1]
+    w = window[u]
+    out = scratch[: t1 - t0]
+    for t in range(t0, min(t1, w - 1)):
+        out[t - t0] = np.nan
+    if t0 <= w - 1 < t1:
+        out[w - 1 - t0] = csum[w] / w
+    lo = max(t0, w)
+    if lo < t1:
+        wf = float(w)
+        head = csum[lo + 1: t1 + 1]
+        tail = csum[lo + 1 - w: t1 + 1 - w]
+        dst = out[lo - t0:]
+        for i in range(t1 - lo):  # offset views: LLVM vectorizes it
+            dst[i] = (head[i] - tail[i]) / wf
+    return out
+
+
+#: |p - q| above this fraction of |p| + |q| orders the rounded quotients p / (wa wb) and q / (wa wb)
+#: the same way (8 units of roundoff: 2 for the products, 1 for the difference, 2 for the
+#: quotients, with room to spare)
+_ORDER_EPS = 8.0 * 2.0 ** -53
+
+
 @njit(cache=True, nogil=True)
-def block_signals_nb(table, lhs, op, rhs, thr, n_cond, use_and, n, buf):
-    """Signals of one block (entry or exit) of one genome into buf[:n]."""
+def cross_pair_ratio_nb(head_a, tail_a, wa, head_b, tail_b, wb, n, up, down, state, code):
+    """cross_pair_nb for two operands a = (head_a - tail_a) / wa and b = (head_b - tail_b) / wb
+    (an SMA from the running sum; close with tail 0 and w 1) on n bars where both are defined
+    and the crossing states are past their first bar below (state[1] and state[3] set): the
+    state machine is then stateless, up = a > b after a bar without, so it runs as two
+    vectorized passes, and a > b is decided without dividing (a * wa * wb against b * wa * wb,
+    exact whenever they differ by more than _ORDER_EPS). Returns False, touching nothing of
+    ``state``, when a bar is too close to call (or a tie): the caller then divides."""
+    fa = float(wa)
+    fb = float(wb)
+    unsure = 0
+    for i in range(n):
+        p = (head_a[i] - tail_a[i]) * fb
+        q = (head_b[i] - tail_b[i]) * fa
+        d = p - q
+        tol = _ORDER_EPS * (abs(p) + abs(q))
+        gt = d > tol
+        lt = d < -tol
+        code[i] = np.int8(gt) + np.int8(2) * np.int8(lt)
+        unsure += np.int64(not (gt | lt))
+    if unsure > 0 or n == 0:
+        return n == 0
+    up[0] = (code[0] == 1) & (state[0] != 0)
+    down[0] = (code[0] == 2) & (state[2] != 0)
+    cur = code[1:n]
+    prev = code[: n - 1]
+    up_rest = up[1:n]
+    down_rest = down[1:n]
+    for i in range(n - 1):
+        c = cur[i]
+        b = prev[i]
+        up_rest[i] = (c == 1) & (b != 1)
+        down_rest[i] = (c == 2) & (b != 2)
+    state[0] = code[n - 1] != 1
+    state[2] = code[n - 1] != 2
+    return True
+
+
+@njit(cache=True, nogil=True)
+def block_signals_nb(table, close, csum, source, row, window, lhs, op, rhs, thr, n_cond, use_and, t0, t1, buf, state,
+                     scratch_a, scratch_b):
+    """Signals of one block (entry or exit) of one genome on bars [t0, t1) into buf[t0:t1].
+
+    ``state`` (2K,) int8 carries each crossing condition's state from the previous time
+    block (see new_cross_states); scratch_a/b hold computed operands."""
+    n = t1 - t0
+    out = buf[t0:t1]
     if n_cond == 0:
         for t in range(n):
-            buf[t] = False
+            out[t] = False
         return
     for k in range(n_cond):
         first = k == 0
-        a = table[lhs[k]]
+        a = _operand(lhs[k], t0, t1, source, row, window, table, close, csum, scratch_a)
         o = op[k]
         if rhs[k] >= 0:
-            b = table[rhs[k]]
+            b = _operand(rhs[k], t0, t1, source, row, window, table, close, csum, scratch_b)
             if o == OP_GT or o == OP_LT:
-                _compare_loop(a, b, o == OP_GT, n, first, use_and, buf)
+                _compare_loop(a, b, o == OP_GT, n, first, use_and, out)
             elif o == OP_CROSS_ABOVE:
-                _cross_loop(a, b, n, first, use_and, buf)
+                _cross_loop(a, b, n, first, use_and, out, state, k)
             else:
-                _cross_loop(b, a, n, first, use_and, buf)
+                _cross_loop(b, a, n, first, use_and, out, state, k)
         else:
             if o == OP_GT or o == OP_LT:
-                _compare_threshold_loop(a, thr[k], o == OP_GT, n, first, use_and, buf)
+                _compare_threshold_loop(a, thr[k], o == OP_GT, n, first, use_and, out)
             else:
-                _cross_threshold_loop(a, thr[k], o == OP_CROSS_ABOVE, n, first, use_and, buf)
+                _cross_threshold_loop(a, thr[k], o == OP_CROSS_ABOVE, n, first, use_and, out, state, k)
+
+
+@njit(cache=True, nogil=True)
+def new_cross_states(n_gen, k):
+    """Crossing states before bar 0: (N, 2, 2K) int8, per genome and block (entry, exit)
+    (armed, was_below) of each condition = (1, 0); a crossing pair (cross_pair_nb) keeps its
+    four in the entry block's row."""
+    state = np.zeros((n_gen, 2, 2 * k), dtype=np.int8)
+    for i in range(0, 2 * k, 2):
+        state[:, :, i] = 1
+    return state
 
 
 @njit(inline="always")
@@ -346,48 +459,109 @@ def write_metrics(out, acc, init_cash, n, periods_per_year):
 
 
 @njit(cache=True, nogil=True)
-def population_nb(close, prefix, blocks, table, lhs, op, rhs, thr, ncond, logic, direction, sl, tp,
+def population_nb(close, prefix, blocks, table, source, row, window, lhs, op, rhs, thr, ncond, logic, direction, sl, tp,
                   fold_starts, fold_ends, fees, slippage, init_cash, periods_per_year,
                   metrics, bucket_bars, bucket_origin, buckets, positions):
     """Score a chunk of genomes on every fold.
 
-    table: (U, T) indicator rows; lhs/op/rhs/thr: (N, 2, K) conditions (0 entry, 1 exit),
-    rhs -1 means compare with thr. Folds are sorted, non-overlapping [start, end); each
-    is simulated from flat with init_cash, with signals computed over all bars from 0 so
-    they equal the full-history signals. metrics: (N, F, M) out; buckets: (N, B) growth
-    factors per bucket_bars bars from bucket_origin (when bucket_bars > 0).
-    With positions.shape[0] == T and no folds, genome 0 is simulated over all bars and
-    its target positions are written there.
+    Indicator u of the chunk is ``source[u]`` (SRC_TABLE: row ``row[u]`` of table (U', T);
+    SRC_SMA: the SMA of ``window[u]`` bars from prefix's running sum; SRC_CLOSE).
+    lhs/op/rhs/thr: (N, 2, K) conditions (0 entry, 1 exit), rhs -1 means compare with thr.
+    Folds are sorted, non-overlapping [start, end); each is simulated from flat with
+    init_cash, with signals computed over all bars from 0 so they equal the full-history
+    signals. metrics: (N, F, M) out; buckets: (N, B) growth factors per bucket_bars bars
+    from bucket_origin (when bucket_bars > 0). With positions.shape[0] == T and no folds,
+    genome 0 is simulated over all bars and its target positions are written there.
+
+    Time-blocked: every genome advances one TIME_BLOCK of bars (signals, then its fold
+    walk, whose state waits in a row of ``st``) before the next block, so the block's
+    market data and computed operands are read from cache by every genome. A fold walked
+    in blocks adds exactly what one walk adds (events.fold_walk_nb).
     """
     n_gen = lhs.shape[0]
-    n_folds = fold_starts.shape[0]
     want_positions = positions.shape[0] > 0
-    n = fold_ends[n_folds - 1] if n_folds > 0 else positions.shape[0]
+    if want_positions:
+        starts = np.zeros(1, dtype=np.int64)
+        ends = np.full(1, positions.shape[0], dtype=np.int64)
+        out_metrics = np.empty((n_gen, 1, metrics.shape[2]))
+        pos_out = positions
+    else:
+        starts = fold_starts
+        ends = fold_ends
+        out_metrics = metrics
+        pos_out = np.empty(0, dtype=np.int8)
+    n_folds = starts.shape[0]
+    if n_folds == 0:
+        return metrics
+    n = ends[n_folds - 1]
+    csum = prefix[5]
     entry = np.empty(n, dtype=np.bool_)
     exit_ = np.empty(n, dtype=np.bool_)
-    no_positions = np.empty(0, dtype=np.int8)
-    acc = np.empty(15, dtype=np.float64)
     entry_words = entry[: n - n % 8].view(np.uint64)  # quiet stretches are skipped 8 bars at a time
     exit_words = exit_[: n - n % 8].view(np.uint64)
+    scratch_a = np.empty(TIME_BLOCK)
+    scratch_b = np.empty(TIME_BLOCK)
+    acc = np.empty(15, dtype=np.float64)
     empty_buckets = np.empty(0, dtype=np.float64)
+    cross = new_cross_states(n_gen, lhs.shape[2])
+    st = np.empty((n_gen, N_STATE))
+    pair = np.zeros(n_gen, dtype=np.bool_)
+    pair_a = np.zeros(n_gen, dtype=np.int64)
+    pair_b = np.zeros(n_gen, dtype=np.int64)
+    pair_up = np.zeros(n_gen, dtype=np.bool_)
+    pair_steady = np.full(n_gen, n + 1, dtype=np.int64)  # from this bar on, cross_pair_ratio_nb may take the pair
+    zeros = np.zeros(TIME_BLOCK)
+    codes = np.empty(TIME_BLOCK, dtype=np.int8)
     for g in range(n_gen):
-        is_pair, a, b, entry_up = _crossing_pair(lhs[g], op[g], rhs[g], ncond[g])
-        if is_pair:
-            if entry_up:
-                cross_pair_nb(table[a], table[b], n, entry, exit_)
-            else:
-                cross_pair_nb(table[a], table[b], n, exit_, entry)
-        else:
-            block_signals_nb(table, lhs[g, 0], op[g, 0], rhs[g, 0], thr[g, 0], ncond[g, 0], logic[g, 0] == 0, n, entry)
-            block_signals_nb(table, lhs[g, 1], op[g, 1], rhs[g, 1], thr[g, 1], ncond[g, 1], logic[g, 1] == 0, n, exit_)
-        if want_positions:
-            simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, 0, n, direction[g], fees, slippage,
-                                    init_cash, sl[g], tp[g], acc, empty_buckets, 0, 0, positions)
-            continue
-        for f in range(n_folds):
-            bk = buckets[g] if bucket_bars > 0 else empty_buckets
-            simulate_fold_events_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, fold_starts[f], fold_ends[f], direction[g],
-                                    fees, slippage, init_cash, sl[g], tp[g], acc, bk, bucket_bars, bucket_origin,
-                                    no_positions)
-            write_metrics(metrics[g, f], acc, init_cash, fold_ends[f] - fold_starts[f], periods_per_year)
+        pair[g], pair_a[g], pair_b[g], pair_up[g] = _crossing_pair(lhs[g], op[g], rhs[g], ncond[g])
+        if pair[g] and source[pair_a[g]] != SRC_TABLE and source[pair_b[g]] != SRC_TABLE:
+            pair_steady[g] = max(window[pair_a[g]], window[pair_b[g]])  # both defined (window 0: close)
+    for t0 in range(0, n, TIME_BLOCK):
+        t1 = min(t0 + TIME_BLOCK, n)
+        for g in range(n_gen):
+            done = False
+            if pair[g]:
+                ua = pair_a[g]
+                ub = pair_b[g]
+                if t0 >= pair_steady[g] and cross[g, 0, 1] != 0 and cross[g, 0, 3] != 0:
+                    n_blk = t1 - t0
+                    if source[ua] == SRC_SMA:
+                        ha, ta, wa = csum[t0 + 1: t1 + 1], csum[t0 + 1 - window[ua]: t1 + 1 - window[ua]], window[ua]
+                    else:
+                        ha, ta, wa = close[t0:t1], zeros[:n_blk], 1
+                    if source[ub] == SRC_SMA:
+                        hb, tb, wb = csum[t0 + 1: t1 + 1], csum[t0 + 1 - window[ub]: t1 + 1 - window[ub]], window[ub]
+                    else:
+                        hb, tb, wb = close[t0:t1], zeros[:n_blk], 1
+                    if pair_up[g]:
+                        done = cross_pair_ratio_nb(ha, ta, wa, hb, tb, wb, n_blk, entry[t0:t1], exit_[t0:t1], cross[g, 0],
+                                                   codes)
+                    else:
+                        done = cross_pair_ratio_nb(ha, ta, wa, hb, tb, wb, n_blk, exit_[t0:t1], entry[t0:t1], cross[g, 0],
+                                                   codes)
+            if pair[g] and not done:
+                a = _operand(pair_a[g], t0, t1, source, row, window, table, close, csum, scratch_a)
+                b = _operand(pair_b[g], t0, t1, source, row, window, table, close, csum, scratch_b)
+                if pair_up[g]:
+                    cross_pair_nb(a, b, t1 - t0, entry[t0:t1], exit_[t0:t1], cross[g, 0])
+                else:
+                    cross_pair_nb(a, b, t1 - t0, exit_[t0:t1], entry[t0:t1], cross[g, 0])
+            elif not pair[g]:
+                block_signals_nb(table, close, csum, source, row, window, lhs[g, 0], op[g, 0], rhs[g, 0], thr[g, 0],
+                                 ncond[g, 0], logic[g, 0] == 0, t0, t1, entry, cross[g, 0], scratch_a, scratch_b)
+                block_signals_nb(table, close, csum, source, row, window, lhs[g, 1], op[g, 1], rhs[g, 1], thr[g, 1],
+                                 ncond[g, 1], logic[g, 1] == 0, t0, t1, exit_, cross[g, 1], scratch_a, scratch_b)
+            for f in range(n_folds):
+                fs = starts[f]
+                fe = ends[f]
+                if fe <= t0 or fs >= t1:
+                    continue
+                if fs >= t0:
+                    fold_start_nb(st[g], fs, init_cash)
+                bk = buckets[g] if bucket_bars > 0 else empty_buckets
+                fold_walk_nb(close, prefix, blocks, entry, exit_, entry_words, exit_words, max(fs, t0), min(fe, t1), fe,
+                             direction[g], fees, slippage, sl[g], tp[g], st[g], bk, bucket_bars, bucket_origin, pos_out)
+                if fe <= t1:
+                    fold_finish_nb(st[g], acc, fs, fe, init_cash)
+                    write_metrics(out_metrics[g, f], acc, init_cash, fe - fs, periods_per_year)
     return metrics

@@ -1,8 +1,8 @@
 """Numba kernels: order execution (one bar of from_signals) and simulate()'s signal simulation.
 
 The population kernels that build on ``_bar`` are ``fused.population_nb`` (rules) and
-``families/asmbtr.population_nb``; their fold walk is ``events.simulate_fold_events_nb``
-(or ``fused.simulate_fold_nb``, bar by bar).
+``families/asmbtr.population_nb``; their fold walks are ``events.fold_walk_nb`` (rules, resumable
+per time block) and ``fused.simulate_fold_nb`` (asmbtr, bar by bar).
 
 The order logic mirrors vectorbt's ``Portfolio.from_signals`` with its defaults
 (size=inf all-in, no accumulation, price=close, conflicting signals ignored, opposite
@@ -267,6 +267,140 @@ def _bar(cash, pos, debt, free, lower, upper, entry, exit_, close, direction, fe
     return cash, pos, debt, free, lower, upper, filled, reduced, notional, value_before
 
 
+_ZERO = np.uint64(0)
+_LOW_BIT = np.uint64(1)
+_BYTE_INDEX = np.uint64(0x0001020304050607)  # (2^(8j) * this) >> 56 == j
+_TOP_BYTE = np.uint64(56)
+
+
+@njit(inline="always")
+def _low_byte(word):
+    """Index of the lowest nonzero byte of a nonzero word of 0/1 bytes (little-endian: the
+    first array element of the word), by a multiply: (2^(8j) * _BYTE_INDEX) >> 56 == j."""
+    low = word & (~word + _LOW_BIT)
+    return np.int64((low * _BYTE_INDEX) >> _TOP_BYTE)
+
+
+@njit(inline="always")
+def next_signal(entry, exit_, entry_words, exit_words, t, end):
+    """First index in [t, end) with an entry or exit signal, else end.
+
+    entry/exit: bool bytes (0/1); *_words: their uint64 views (the whole words of the
+    array). Quiet words are skipped 8 cells per load; in a word with a signal the first
+    one is found by a multiply, without byte-by-byte branches."""
+    if t >= end:
+        return end
+    n_words = entry_words.shape[0]
+    last = min(n_words, ((end - 1) >> 3) + 1)  # words holding cells before end
+    k = t >> 3
+    if k < last:
+        word = (entry_words[k] | exit_words[k]) >> np.uint64(8 * (t & 7))
+        if word != _ZERO:
+            t += _low_byte(word)
+            return t if t < end else end
+        k += 1
+        while k < last:
+            word = entry_words[k] | exit_words[k]
+            if word != _ZERO:
+                t = (k << 3) + _low_byte(word)
+                return t if t < end else end
+            k += 1
+        t = k << 3
+    while t < end:  # the cells after the last whole word
+        if entry[t] or exit_[t]:
+            return t
+        t += 1
+    return end
+
+
+@njit(inline="always")
+def _cell(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage, sl_stop, tp_stop):
+    """_bar on column col's state arrays; counts a trade when the order reduced a position."""
+    (cash[col], pos[col], debt[col], free[col], lower[col], upper[col],
+     filled, reduced, notional, vb) = _bar(
+        cash[col], pos[col], debt[col], free[col], lower[col], upper[col],
+        e, x, c, direction, fees, slippage, sl_stop[col], tp_stop[col])
+    if reduced:
+        n_trades[col] += 1
+
+
+@njit(cache=True, nogil=True)
+def _cell_nb(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage, sl_stop, tp_stop):
+    """_cell out of line: the one compiled copy of the order logic that every call site of
+    simulate_nb shares (a cold start compiles it once, not once per site; the call costs
+    a few ns per signal)."""
+    _cell(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage, sl_stop, tp_stop)
+
+
+@njit(cache=True, nogil=True)
+def _stops(close, shared_close, entries_flat, exits_flat, row0, row1, cash, pos, debt, free, lower, upper, n_trades,
+           direction, fees, slippage, sl_stop, tp_stop):
+    """Stop hits on rows [row0, row1) of the columns without a signal there (a signal's
+    own _bar call checks its stops first): one vectorized compare per row."""
+    n_cols = lower.shape[0]
+    for i in range(row0, row1):
+        any_hit = False
+        for col in range(n_cols):
+            c = close[i, 0] if shared_close else close[i, col]
+            any_hit |= (c <= lower[col]) | (c >= upper[col])
+        if any_hit:
+            row = i * n_cols
+            for col in range(n_cols):
+                c = close[i, 0] if shared_close else close[i, col]
+                e = entries_flat[row + col]
+                x = exits_flat[row + col]
+                if (c <= lower[col] or c >= upper[col]) and not (e or x):
+                    # e and x (both False) rather than literals: the same _cell_nb specialization as the signal walk
+                    _cell_nb(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage,
+                             sl_stop, tp_stop)
+
+
+@njit(cache=True, nogil=True)
+def _walk_signals(close, entries, exits, direction, fees, slippage, sl_stop, tp_stop, cash, pos, debt, free, lower, upper,
+                  n_trades):
+    """simulate_nb without equity: only the cells with a signal or a stop hit cost anything.
+    The signal bytes are scanned 8 cells per load in memory order (row by row); when some
+    stop is set, each row's stop levels are compared in one vectorized pass (_stops) before
+    a later row's signals are acted on. Each column sees its bars in order, with the same
+    _bar calls as the bar-by-bar walk."""
+    n_bars, n_cols = entries.shape
+    shared_close = close.shape[1] == 1
+    has_stops = False
+    for col in range(n_cols):
+        if not (np.isnan(sl_stop[col]) and np.isnan(tp_stop[col])):
+            has_stops = True
+    n_cells = n_bars * n_cols
+    entries_flat = entries.reshape(n_cells)
+    exits_flat = exits.reshape(n_cells)
+    m8 = n_cells - n_cells % 8
+    entry_words = entries_flat[:m8].view(np.uint64)
+    exit_words = exits_flat[:m8].view(np.uint64)
+    stop_row = 0  # rows before it had their stops checked
+    for w in range((n_cells + 7) >> 3):
+        if w < entry_words.shape[0]:
+            word = entry_words[w] | exit_words[w]
+        else:  # the cells after the last whole word, as a word
+            word = _ZERO
+            for k in range(m8, n_cells):
+                if entries_flat[k] or exits_flat[k]:
+                    word |= _LOW_BIT << np.uint64(8 * (k - m8))
+        while word != _ZERO:
+            k = (w << 3) + _low_byte(word)
+            word &= word - _LOW_BIT  # bytes are 0/1: clears the cell just found
+            i = k // n_cols
+            if has_stops and stop_row < i:
+                _stops(close, shared_close, entries_flat, exits_flat, stop_row, i, cash, pos, debt, free, lower,
+                       upper, n_trades, direction, fees, slippage, sl_stop, tp_stop)
+                stop_row = i
+            col = k - i * n_cols
+            c = close[i, 0] if shared_close else close[i, col]
+            _cell_nb(cash, pos, debt, free, lower, upper, n_trades, col, entries_flat[k], exits_flat[k], c,
+                     direction, fees, slippage, sl_stop, tp_stop)
+    if has_stops:
+        _stops(close, shared_close, entries_flat, exits_flat, stop_row, n_bars, cash, pos, debt, free, lower, upper,
+               n_trades, direction, fees, slippage, sl_stop, tp_stop)
+
+
 @njit(cache=True, nogil=True)
 def simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl_stop, tp_stop,
                 write_equity, equity):
@@ -274,6 +408,9 @@ def simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl_
 
     close (T, 1) or (T, N); entries, exits (T, N) bool; equity (T, N) written when
     write_equity. Returns total_return (N,), final_value (N,), n_trades (N,).
+
+    Columns are independent, so without equity only the cells with a signal or a stop hit
+    cost anything (_walk_signals).
     """
     n_bars, n_cols = entries.shape
     shared_close = close.shape[1] == 1
@@ -284,22 +421,20 @@ def simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl_
     lower = np.full(n_cols, -np.inf)
     upper = np.full(n_cols, np.inf)
     n_trades = np.zeros(n_cols, dtype=np.int64)
-    for i in range(n_bars):
-        for col in range(n_cols):
-            c = close[i, 0] if shared_close else close[i, col]
-            e = entries[i, col]
-            x = exits[i, col]
-            p = pos[col]
-            if e or x or c <= lower[col] or c >= upper[col]:
-                (cash[col], pos[col], debt[col], free[col], lower[col], upper[col],
-                 filled, reduced, notional, vb) = _bar(
-                    cash[col], p, debt[col], free[col], lower[col], upper[col],
-                    e, x, c, direction, fees, slippage, sl_stop[col], tp_stop[col])
-                if reduced:
-                    n_trades[col] += 1
+    if write_equity:
+        for i in range(n_bars):
+            for col in range(n_cols):
+                c = close[i, 0] if shared_close else close[i, col]
+                e = entries[i, col]
+                x = exits[i, col]
+                if e or x or c <= lower[col] or c >= upper[col]:
+                    _cell_nb(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage,
+                             sl_stop, tp_stop)
                 p = pos[col]
-            if write_equity:
                 equity[i, col] = cash[col] + p * c if p != 0.0 else cash[col]
+    else:
+        _walk_signals(close, entries, exits, direction, fees, slippage, sl_stop, tp_stop, cash, pos, debt, free, lower,
+                      upper, n_trades)
     total_return = np.empty(n_cols)
     final_value = np.empty(n_cols)
     for col in range(n_cols):

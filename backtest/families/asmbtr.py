@@ -66,6 +66,7 @@ THRESHOLD_BOUNDS = (0.5, 0.95)
 MIN_MOVE_BOUNDS = (0.0, 0.02)
 NEUTRALS = ("flat", "hold")
 MAX_STATES = 1 << DEPTH_BOUNDS[1]
+GROUP = 8  # genomes whose state tables learn side by side (targets_group_nb)
 GENOME_KEYS = frozenset({FAMILY_KEY, "depth", "decay", "threshold", "min_move", "direction", "neutral",
                          "stop_loss", "take_profit"})
 REQUIRED_KEYS = frozenset({FAMILY_KEY, "depth", "decay", "threshold", "direction"})
@@ -101,6 +102,45 @@ def returns_nb(close, n):
     return ret
 
 
+@njit(inline="always")
+def _warm_up(ret, n, depth, min_move, mask, targets):
+    """The first depth directions form the first state (targets 0 until then). Returns
+    (first bar after the warm-up, state)."""
+    state = 0
+    seen = 0
+    first = 0
+    while first < n and seen < depth:
+        r = ret[first]
+        if r > min_move or r < -min_move:
+            state = ((state << 1) | (1 if r > 0.0 else 0)) & mask
+            seen += 1
+        targets[first] = 0
+        first += 1
+    return first, state
+
+
+@njit(inline="always")
+def _step(r, min_move, decay, threshold, mask, long_side, short_side, keep, up, down, state, cu, cw, target):
+    """One bar of the table after the warm-up, branch-free (see targets_nb). Returns
+    (state, cu, cw, target)."""
+    valid = (r > min_move) | (r < -min_move)
+    d = 1 if r > 0.0 else 0
+    nu = decay * cu + d  # the state before this bar saw direction d next
+    nw = decay * cw + (1 - d)
+    cu = nu if valid else cu
+    cw = nw if valid else cw
+    up[state] = cu
+    down[state] = cw
+    state = (((state << 1) | d) & mask) if valid else state
+    cu = up[state]
+    cw = down[state]
+    bar = threshold * (cu + cw)
+    go_up = 1 if cu > bar else 0
+    go_down = 1 if cw > bar else 0
+    target = go_up * long_side - go_down * short_side + (1 - go_up - go_down) * keep * target
+    return state, cu, cw, target
+
+
 @njit(cache=True, nogil=True)
 def targets_nb(ret, n, depth, decay, threshold, min_move, direction, hold, up, down, targets):
     """The target position (-1/0/1) at every bar of [0, n): the state table of the module
@@ -119,37 +159,57 @@ def targets_nb(ret, n, depth, decay, threshold, min_move, direction, hold, up, d
     long_side = 1 if direction != SHORT else 0
     short_side = 1 if direction != LONG else 0
     keep = 1 if hold else 0
-    state = 0
-    seen = 0
-    first = 0
-    while first < n and seen < depth:  # warm-up: the first depth directions form the first state
-        r = ret[first]
-        if r > min_move or r < -min_move:
-            state = ((state << 1) | (1 if r > 0.0 else 0)) & mask
-            seen += 1
-        targets[first] = 0
-        first += 1
+    first, state = _warm_up(ret, n, depth, min_move, mask, targets)
     cu = up[state]
     cw = down[state]
     target = 0
     for t in range(first, n):
-        r = ret[t]
-        valid = (r > min_move) | (r < -min_move)
-        d = 1 if r > 0.0 else 0
-        nu = decay * cu + d  # the state before this bar saw direction d next
-        nw = decay * cw + (1 - d)
-        cu = nu if valid else cu
-        cw = nw if valid else cw
-        up[state] = cu
-        down[state] = cw
-        state = (((state << 1) | d) & mask) if valid else state
-        cu = up[state]
-        cw = down[state]
-        bar = threshold * (cu + cw)
-        go_up = 1 if cu > bar else 0
-        go_down = 1 if cw > bar else 0
-        target = go_up * long_side - go_down * short_side + (1 - go_up - go_down) * keep * target
+        state, cu, cw, target = _step(ret[t], min_move, decay, threshold, mask, long_side, short_side, keep, up, down,
+                                      state, cu, cw, target)
         targets[t] = target
+
+
+@njit(cache=True, nogil=True)
+def targets_group_nb(ret, n, depth, decay, threshold, min_move, direction, hold, up, down, targets):
+    """targets_nb for G genomes at once (parameters (G,), up/down (G, MAX_STATES), targets (G, n)),
+    every bar advancing each genome one step: one genome's table is a chain of dependent loads
+    and stores from bar to bar, so several independent chains keep the core busy. The same
+    operations per genome as targets_nb, so the same targets."""
+    g_count = depth.shape[0]
+    mask = np.empty(g_count, dtype=np.int64)
+    long_side = np.empty(g_count, dtype=np.int64)
+    short_side = np.empty(g_count, dtype=np.int64)
+    keep = np.empty(g_count, dtype=np.int64)
+    state = np.empty(g_count, dtype=np.int64)
+    first = np.empty(g_count, dtype=np.int64)
+    cu = np.empty(g_count)
+    cw = np.empty(g_count)
+    target = np.zeros(g_count, dtype=np.int64)
+    for j in range(g_count):
+        mask[j] = (1 << depth[j]) - 1
+        for s in range(mask[j] + 1):
+            up[j, s] = 0.0
+            down[j, s] = 0.0
+        long_side[j] = 1 if direction[j] != SHORT else 0
+        short_side[j] = 1 if direction[j] != LONG else 0
+        keep[j] = 1 if hold[j] else 0
+        first[j], state[j] = _warm_up(ret, n, depth[j], min_move[j], mask[j], targets[j])
+        cu[j] = up[j, state[j]]
+        cw[j] = down[j, state[j]]
+    start = first.max() if g_count > 0 else n
+    for j in range(g_count):  # up to the last genome's warm-up: one genome at a time
+        for t in range(first[j], start):
+            state[j], cu[j], cw[j], target[j] = _step(ret[t], min_move[j], decay[j], threshold[j], mask[j],
+                                                      long_side[j], short_side[j], keep[j], up[j], down[j], state[j],
+                                                      cu[j], cw[j], target[j])
+            targets[j, t] = target[j]
+    for t in range(start, n):
+        r = ret[t]
+        for j in range(g_count):
+            state[j], cu[j], cw[j], target[j] = _step(r, min_move[j], decay[j], threshold[j], mask[j], long_side[j],
+                                                      short_side[j], keep[j], up[j], down[j], state[j], cu[j], cw[j],
+                                                      target[j])
+            targets[j, t] = target[j]
 
 
 @njit(cache=True, nogil=True)
@@ -174,35 +234,43 @@ def population_nb(close, depth, decay, threshold, min_move, direction, hold, sl,
                   slippage, init_cash, periods_per_year, metrics, bucket_bars, bucket_origin, buckets, positions):
     """Score a chunk of asmbtr genomes on every fold (the layout of fused.population_nb: the
     table learns from bar 0, each fold is simulated from a flat book; with positions.shape[0]
-    == T and no folds, genome 0's positions over all bars are written there)."""
+    == T and no folds, genome 0's positions over all bars are written there).
+
+    The tables of GROUP genomes learn side by side (targets_group_nb); each genome is then
+    walked bar by bar (fused.simulate_fold_nb): its level signals change on most bars and it
+    trades about every seventh bar, so an event walk would have little to skip."""
     n_gen = depth.shape[0]
     n_folds = fold_starts.shape[0]
     want_positions = positions.shape[0] > 0
     n = fold_ends[n_folds - 1] if n_folds > 0 else positions.shape[0]
     ret = returns_nb(close, n)
-    targets = np.empty(n, dtype=np.int8)
+    group = min(GROUP, n_gen)
+    targets = np.empty((group, n), dtype=np.int8)
     entry = np.empty(n, dtype=np.bool_)
     exit_ = np.empty(n, dtype=np.bool_)
     flat = np.empty(n, dtype=np.bool_)
     no_flat = np.empty(0, dtype=np.bool_)
-    up = np.empty(MAX_STATES, dtype=np.float64)
-    down = np.empty(MAX_STATES, dtype=np.float64)
+    up = np.empty((group, MAX_STATES), dtype=np.float64)
+    down = np.empty((group, MAX_STATES), dtype=np.float64)
     scratch = np.empty(N_METRICS, dtype=np.float64)
     no_positions = np.empty(0, dtype=np.int8)
     empty_buckets = np.empty(0, dtype=np.float64)
-    for g in range(n_gen):
-        targets_nb(ret, n, depth[g], decay[g], threshold[g], min_move[g], direction[g], hold[g], up, down, targets)
-        target_signals_nb(targets, n, direction[g], entry, exit_, flat)
-        closes_flat = flat if direction[g] == BOTH and not hold[g] else no_flat
-        if want_positions:
-            simulate_fold_nb(close, entry, exit_, closes_flat, 0, n, direction[g], fees, slippage, init_cash, sl[g],
-                             tp[g], periods_per_year, scratch, 0, 0, empty_buckets, positions)
-            continue
-        for f in range(n_folds):
-            bk = buckets[g] if bucket_bars > 0 else empty_buckets
-            simulate_fold_nb(close, entry, exit_, closes_flat, fold_starts[f], fold_ends[f], direction[g], fees,
-                             slippage, init_cash, sl[g], tp[g], periods_per_year, metrics[g, f], bucket_bars,
-                             bucket_origin, bk, no_positions)
+    for g0 in range(0, n_gen, group):
+        g1 = min(g0 + group, n_gen)
+        targets_group_nb(ret, n, depth[g0:g1], decay[g0:g1], threshold[g0:g1], min_move[g0:g1], direction[g0:g1],
+                         hold[g0:g1], up, down, targets)
+        for g in range(g0, g1):
+            target_signals_nb(targets[g - g0], n, direction[g], entry, exit_, flat)
+            closes_flat = flat if direction[g] == BOTH and not hold[g] else no_flat
+            if want_positions:
+                simulate_fold_nb(close, entry, exit_, closes_flat, 0, n, direction[g], fees, slippage, init_cash,
+                                 sl[g], tp[g], periods_per_year, scratch, 0, 0, empty_buckets, positions)
+                continue
+            for f in range(n_folds):
+                bk = buckets[g] if bucket_bars > 0 else empty_buckets
+                simulate_fold_nb(close, entry, exit_, closes_flat, fold_starts[f], fold_ends[f], direction[g], fees,
+                                 slippage, init_cash, sl[g], tp[g], periods_per_year, metrics[g, f], bucket_bars,
+                                 bucket_origin, bk, no_positions)
     return metrics
 
 

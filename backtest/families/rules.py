@@ -349,33 +349,60 @@ class RulesFamily(GenomeFamily):
     warmup_bars = staticmethod(warmup_bars)
 
     def resources(self, genome: Mapping) -> set[str]:
-        return {indicator_key(ind) for ind in indicators_used(genome)}
+        """The table rows the genome needs (SMAs and close are computed in the kernel, no row)."""
+        return {indicator_key(ind) for ind in indicators_used(genome) if ind["name"] not in ("sma", "close")}
 
     def run(self, genomes: Sequence[Mapping], workspace, market, folds, fees, slippage, init_cash, periods_per_year,
             bucket_bars, bucket_origin, n_buckets, positions_out=None):
         enc = encode_population(genomes)
-        table = workspace.indicator_table(enc.indicators, market)
+        source, row, window, table = _operands(enc, workspace, market)
         prefix, blocks = workspace.market_summary(market)
         metrics, buckets, pos = self.outputs(len(genomes), folds, bucket_bars, n_buckets, positions_out)
         fused.population_nb(
-            market.close, prefix, blocks, table, enc.lhs, enc.op, enc.rhs, enc.threshold, enc.n_conditions, enc.logic,
-            enc.direction, enc.stop_loss, enc.take_profit, np.ascontiguousarray(folds[:, 0]),
-            np.ascontiguousarray(folds[:, 1]), fees, slippage, init_cash, periods_per_year, metrics, bucket_bars,
-            bucket_origin, buckets, pos,
+            market.close, prefix, blocks, table, source, row, window, enc.lhs, enc.op, enc.rhs, enc.threshold,
+            enc.n_conditions, enc.logic, enc.direction, enc.stop_loss, enc.take_profit,
+            np.ascontiguousarray(folds[:, 0]), np.ascontiguousarray(folds[:, 1]), fees, slippage, init_cash,
+            periods_per_year, metrics, bucket_bars, bucket_origin, buckets, pos,
         )
         return metrics, buckets
 
     def signals(self, genome: Mapping, workspace, market) -> tuple[np.ndarray, np.ndarray]:
         enc = encode_population([genome])
         n = market.close.shape[0]
-        table = workspace.indicator_table(enc.indicators, market)
+        source, row, window, table = _operands(enc, workspace, market)
+        prefix, _ = workspace.market_summary(market)
+        state = fused.new_cross_states(1, MAX_CONDITIONS)
+        scratch_a, scratch_b = np.empty(n), np.empty(n)
         entries = np.empty(n, dtype=np.bool_)
         exits = np.empty(n, dtype=np.bool_)
         for block, out in ((0, entries), (1, exits)):
-            fused.block_signals_nb(table, enc.lhs[0, block], enc.op[0, block], enc.rhs[0, block],
-                                   enc.threshold[0, block], enc.n_conditions[0, block],
-                                   enc.logic[0, block] == 0, n, out)
+            fused.block_signals_nb(table, market.close, prefix[5], source, row, window, enc.lhs[0, block],
+                                   enc.op[0, block], enc.rhs[0, block], enc.threshold[0, block],
+                                   enc.n_conditions[0, block], enc.logic[0, block] == 0, 0, n, out, state[0, block],
+                                   scratch_a, scratch_b)
         return entries, exits
+
+
+def _operands(enc: EncodedPopulation, workspace, market):
+    """How the kernel reaches each indicator (fused.SRC_*): SMAs and close are computed per
+    time block in the kernel, the others are rows of the workspace's shared table.
+    Returns (source, row, window, table)."""
+    u = len(enc.indicators)
+    source = np.full(u, fused.SRC_TABLE, dtype=np.int64)
+    row = np.zeros(u, dtype=np.int64)
+    window = np.zeros(u, dtype=np.int64)
+    materialized = []
+    for i, ind in enumerate(enc.indicators):
+        if ind["name"] == "sma":
+            source[i] = fused.SRC_SMA
+            window[i] = int(ind["window"])
+        elif ind["name"] == "close":
+            source[i] = fused.SRC_CLOSE
+        else:
+            row[i] = len(materialized)
+            materialized.append(ind)
+    table = workspace.indicator_table(materialized, market)
+    return source, row, window, table
 
 
 FAMILY = RulesFamily()
