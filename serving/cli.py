@@ -340,7 +340,7 @@ def _start_metrics(port: int) -> None:
 
 def _shadow(args) -> int:
     from serving.controller import ControllerConfig
-    from serving.registry import LIVE, SHADOW
+    from serving.registry import LIVE, RETIRED, SHADOW
     from serving.service import ShadowService
     from serving.shadow import open_store
     from serving.trader import ShadowConfig
@@ -357,6 +357,16 @@ def _shadow(args) -> int:
     backend = "local" if args.local or not bus_config.redis_url else "ray"
     shadow_config = ShadowConfig(state_dir=args.state_dir)
     controller_config = ControllerConfig(judge_every_bars=args.judge_every)
+    retired = [spec for spec in specs if spec.version is not None and registry.version(spec.version).stage == RETIRED]
+    for spec in retired:  # judged already (rejected, or replaced as champion): a rerun does not judge it again
+        history = registry.version(spec.version).history
+        why = f" ({history[-1].get('reason')})" if history and history[-1].get("reason") else ""
+        print(f"shadow: version {spec.version} is retired{why}; not shadowed again "
+              f"(`evolve promote {spec.version}` makes it the champion)", flush=True)
+    specs = [spec for spec in specs if spec not in retired]
+    if not specs:
+        print("shadow: nothing to shadow: every version asked for is retired", flush=True)
+        return 0
     for spec in specs:
         if spec.version is not None and registry.version(spec.version).stage not in (SHADOW, LIVE):
             registry.set_stage(spec.version, SHADOW, reason="evolve shadow")
