@@ -37,6 +37,11 @@ sys.stdin.read()
 """
 
 
+# long enough for Ray's agent to export the island actors' metrics (reported every second) and
+# Prometheus to scrape them before the actors end with the run: 6 generations took under a second
+GENERATIONS = 40
+
+
 def _env(**extra) -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
@@ -124,7 +129,7 @@ def _run_config(tmp_path: Path, url: str) -> Path:
         "market": {"exchange": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h",
                                 "since": DEFAULT_START_MS, "until": DEFAULT_START_MS + 3000 * HOUR_MS,
                                 "base_url": url, "store_dir": str(tmp_path / "store")}},
-        "islands": 2, "population": 12, "generations": 6,
+        "islands": 2, "population": 12, "generations": GENERATIONS,
         "migration": {"interval": 2, "size": 2},
         # mostly copies of parents: islands meet genomes they scored before (cache hits to count)
         "operators": {"crossover_probability": 0.2, "mutation_probability": 0.2},
@@ -168,8 +173,14 @@ def test_prometheus_scrapes_the_driver_and_ray(tmp_path):
         time.sleep(3)  # a few more scrapes of the driver's final values
         metadata.update(prometheus.api("metadata"))
 
-        targets = prometheus.api("targets")["activeTargets"]
-        health = {t["labels"]["job"]: t["health"] for t in targets}
+        # both targets up: a target (re)discovered from Ray's file is "unknown" until its first scrape
+        deadline = time.monotonic() + 30
+        while True:
+            targets = prometheus.api("targets")["activeTargets"]
+            health = {t["labels"]["job"]: t["health"] for t in targets}
+            if health.get("evolve-driver") == "up" and health.get("ray") == "up" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert health.get("evolve-driver") == "up" and health.get("ray") == "up", targets
 
         # every metric the driver and the islands record: name, type and unit as catalogued
@@ -186,9 +197,9 @@ def test_prometheus_scrapes_the_driver_and_ray(tmp_path):
         result = json.loads((out / "result.json").read_text())
         frame = read_trials(out)
         evaluated = int(frame["evaluated"].sum())
-        assert prometheus.value("evolution_generations_total") == 6
+        assert prometheus.value("evolution_generations_total") == GENERATIONS
         assert prometheus.value("evolution_trials_evaluated_total") == evaluated
-        assert prometheus.value("evolution_generation_duration_seconds_count") == 6
+        assert prometheus.value("evolution_generation_duration_seconds_count") == GENERATIONS
         assert prometheus.value("evolution_trial_sharpe_count") == evaluated - frame.loc[frame["evaluated"], "error"].notna().sum()
         assert prometheus.value('sum(evolution_gate_outcomes_total{stage="holdout"})') == sum(
             len(member["gates"]) for member in result["hall_of_fame"])
