@@ -281,7 +281,8 @@ class RegistryView:
         """Every shadow and live version with its stage and latest metrics (cached ``listing_ttl_s``)."""
         cached = self._listing
         if cached is not None and time.monotonic() - cached[0] < self.listing_ttl_s:
-            return cached[1]
+            # fresh, unless the registry went away since it was read (the alias poll noticed)
+            return cached[1] if self._last_error is None else {**cached[1], "stale": True}
         try:
             versions = self.registry.versions()
             aliases = _aliases(self.registry.client.get_registered_model(self.registry.name)) if versions else {}
