@@ -38,8 +38,8 @@ sys.stdin.read()
 
 
 # long enough for Ray's agent to export the island actors' metrics (reported every second) and
-# Prometheus to scrape them before the actors end with the run: 6 generations took under a second
-GENERATIONS = 40
+# Prometheus to scrape them before the actors end with the run (6 generations of 12 took under a second)
+GENERATIONS = 60
 
 
 def _env(**extra) -> dict:
@@ -129,7 +129,7 @@ def _run_config(tmp_path: Path, url: str) -> Path:
         "market": {"exchange": {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1h",
                                 "since": DEFAULT_START_MS, "until": DEFAULT_START_MS + 3000 * HOUR_MS,
                                 "base_url": url, "store_dir": str(tmp_path / "store")}},
-        "islands": 2, "population": 12, "generations": GENERATIONS,
+        "islands": 2, "population": 48, "generations": GENERATIONS,
         "migration": {"interval": 2, "size": 2},
         # mostly copies of parents: islands meet genomes they scored before (cache hits to count)
         "operators": {"crossover_probability": 0.2, "mutation_probability": 0.2},
