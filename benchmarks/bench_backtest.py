@@ -141,6 +141,12 @@ def bench_rules(n_bars: int, n_genomes: int, repeat: int) -> dict:
         pf = vbt.Portfolio.from_signals(close2d, entries, exits, init_cash=1.0)
         return pf.total_return().values
 
+    return side_by_side(ours, theirs, evaluator, genomes, m, n_bars, repeat)
+
+
+
+def side_by_side(ours, theirs, evaluator, genomes, m, n_bars: int, repeat: int) -> dict:
+    """Both sides' total returns compared, then timed alternately: ns per bar-strategy each."""
     a, b = ours(), theirs()
     trades = float(evaluator.evaluate(genomes, m, None).metric("n_trades").mean())
     best = alternating_best({"ours": ours, "vbt": theirs}, repeat)
@@ -148,7 +154,6 @@ def bench_rules(n_bars: int, n_genomes: int, repeat: int) -> dict:
     return {"ours_ns": best["ours"] / cells * 1e9, "vbt_ns": best["vbt"] / cells * 1e9,
             "max_rel_diff": float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b)))),
             "trades_per_bar": trades / n_bars}
-
 
 def asmbtr_genomes(n: int) -> list[dict]:
     """depth 1..12; long, short and both (neutral hold: entry/exit signals can say it, so
@@ -188,13 +193,7 @@ def bench_asmbtr(n_bars: int, n_genomes: int, repeat: int) -> dict:
                                         init_cash=1.0)
         return pf.total_return().values
 
-    a, b = ours(), theirs()
-    trades = float(evaluator.evaluate(genomes, m, None).metric("n_trades").mean())
-    best = alternating_best({"ours": ours, "vbt": theirs}, repeat)
-    cells = n_bars * len(genomes)
-    return {"ours_ns": best["ours"] / cells * 1e9, "vbt_ns": best["vbt"] / cells * 1e9,
-            "max_rel_diff": float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b)))),
-            "trades_per_bar": trades / n_bars}
+    return side_by_side(ours, theirs, evaluator, genomes, m, n_bars, repeat)
 
 
 def memory_genomes(n: int) -> list[dict]:
