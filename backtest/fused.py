@@ -375,9 +375,9 @@ def simulate_fold_nb(close, entry, exit_, flat, start, end, direction, fees, sli
     exposed = 0
     notional_sum = 0.0
     value_sum = 0.0
-    trades = 0
-    closed = 0
-    wins = 0
+    trades = np.int64(0)  # int64, not literal 0s: _order_bar compiles once
+    closed = np.int64(0)
+    wins = np.int64(0)
     gross_win = 0.0
     gross_loss = 0.0
     trade_start = init_cash

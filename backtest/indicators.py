@@ -156,7 +156,7 @@ def _rolling_max(x, window):
 def donchian_position_nb(high, low, close, window):
     """(close - lowest low) / (highest high - lowest low) over the last `window` bars, 0..1."""
     n = close.shape[0]
-    hi = _rolling_max(high, window)
+    hi = _rolling_max(high.copy(), window)  # a writable copy, as -low is: one specialization of _rolling_max
     lo = -_rolling_max(-low, window)
     out = np.full(n, np.nan)
     for i in range(window - 1, n):

@@ -375,7 +375,7 @@ def _walk_signals(close, entries, exits, direction, fees, slippage, sl_stop, tp_
     m8 = n_cells - n_cells % 8
     entry_words = entries_flat[:m8].view(np.uint64)
     exit_words = exits_flat[:m8].view(np.uint64)
-    stop_row = 0  # rows before it had their stops checked
+    stop_row = np.int64(0)  # rows before it had their stops checked (int64, not a literal 0: one specialization of _stops)
     for w in range((n_cells + 7) >> 3):
         if w < entry_words.shape[0]:
             word = entry_words[w] | exit_words[w]

@@ -34,7 +34,7 @@ from multiprocessing import get_context
 
 WARM_BARS = 600  # enough for three walk-forward folds and a holdout
 WARM_GENOMES = 48  # random genomes per family: every indicator, comparison and direction shows up
-COMPILE_CPU_SECONDS = 110  # CPU seconds of a cold compile of every part, process starts included (see the README)
+COMPILE_CPU_SECONDS = 95  # CPU seconds of a cold compile of every part, process starts included (see the README)
 
 EXAMPLES = """examples:
   evolve warm                 # compile what this version of the code lacks, in parallel processes

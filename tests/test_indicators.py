@@ -137,7 +137,7 @@ def test_clock_indicators_read_the_utc_open_time():
     np.testing.assert_array_equal(weekday, [d for _, _, d in CLOCK])
     stamps = pd.to_datetime(ts, unit="ms", utc=True)  # and pandas agrees
     np.testing.assert_array_equal(hour, stamps.hour)
-    np.testing.assert_array_equal(weekday, stamps.dayofweek)
+    np.testing.assert_array_equal(weekday, stamps.day_of_week)
     # datetime64 timestamps are read as the same instants
     np.testing.assert_array_equal(
         compute_indicator({"name": "hour"}, dummy, dummy, dummy, ts.astype("datetime64[ms]")), hour)

@@ -255,6 +255,7 @@ def population_nb(close, depth, decay, threshold, min_move, direction, hold, sl,
     scratch = np.empty(N_METRICS, dtype=np.float64)
     no_positions = np.empty(0, dtype=np.int8)
     empty_buckets = np.empty(0, dtype=np.float64)
+    zero = np.int64(0)  # not a literal 0: the fold path's specialization of simulate_fold_nb serves this one too
     for g0 in range(0, n_gen, group):
         g1 = min(g0 + group, n_gen)
         targets_group_nb(ret, n, depth[g0:g1], decay[g0:g1], threshold[g0:g1], min_move[g0:g1], direction[g0:g1],
@@ -263,8 +264,8 @@ def population_nb(close, depth, decay, threshold, min_move, direction, hold, sl,
             target_signals_nb(targets[g - g0], n, direction[g], entry, exit_, flat)
             closes_flat = flat if direction[g] == BOTH and not hold[g] else no_flat
             if want_positions:
-                simulate_fold_nb(close, entry, exit_, closes_flat, 0, n, direction[g], fees, slippage, init_cash,
-                                 sl[g], tp[g], periods_per_year, scratch, 0, 0, empty_buckets, positions)
+                simulate_fold_nb(close, entry, exit_, closes_flat, zero, n, direction[g], fees, slippage, init_cash,
+                                 sl[g], tp[g], periods_per_year, scratch, zero, zero, empty_buckets, positions)
                 continue
             for f in range(n_folds):
                 bk = buckets[g] if bucket_bars > 0 else empty_buckets
