@@ -6,7 +6,8 @@ idempotently by (strategy, candle timestamp):
 * a **shadow** version is judged by the promotion gates (:mod:`serving.promotion`) every
   ``judge_every_bars`` bars; its metrics go to the registry's ``latest_metrics`` tag; a
   ``promote`` verdict moves the ``champion`` alias (the old champion becomes
-  ``previous-champion``), a ``reject`` retires it. Each decision is a stage-history entry
+  ``previous-champion``) when the shadow also beats the champion's log return per bar (else
+  it holds: it stays in shadow and is judged again), a ``reject`` retires it. Each decision is a stage-history entry
   whose reason lists every criterion with its value, and an event on the ``stages`` stream;
 * the **live** version (the champion) is watched on every bar: when its drawdown since it
   went live passes ``gates.live_max_drawdown``, it is rolled back to the previous champion
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from backtest.telemetry import catalogue as M
 from backtest.telemetry.recorder import recorder
 from serving.bus import ALERTS, SIGNALS, STAGES, EventBus, GroupReader
-from serving.promotion import PROMOTE, REJECT, Decision, GateConfig, judge
+from serving.promotion import HOLD, PROMOTE, REJECT, Decision, GateConfig, judge, return_per_bar
 from serving.registry import LIVE, RETIRED, SHADOW, ModelRegistry, RegistryError
 from serving.trader import DRIFT
 
@@ -155,6 +156,8 @@ class Controller:
         self.registry.set_latest_metrics(version, metrics)
         decision = judge(metrics, self.config.gates)
         decision = Decision(**{**decision.__dict__, "version": version, "strategy_id": info.strategy_id})
+        if decision.verdict == PROMOTE and self.config.gates.beat_champion:
+            decision = self._challenge(decision, metrics)
         self.decisions.append(decision)
         if metrics.get(DRIFT) is not None:
             recorder().observe(M.SHADOW_DRIFT, float(metrics[DRIFT]))
@@ -170,6 +173,26 @@ class Controller:
             return decision
         self._changed(event)
         return decision
+
+    def _challenge(self, decision: Decision, metrics: dict) -> Decision:
+        """A passing shadow against the champion: it holds (stays in shadow, judged again later)
+        unless its log return per bar beats the champion's, so of several shadows that pass the
+        best replaces the champion, not the last one judged."""
+        champion = self.champion()
+        if champion is None or champion == decision.version:
+            return decision
+        try:
+            theirs = return_per_bar(self.metrics_of(champion) if self.metrics_of is not None else None)
+        except (KeyError, LookupError):  # no trader of the champion here: its last recorded metrics
+            theirs = None
+        if theirs is None:
+            theirs = return_per_bar(self.registry.latest_metrics(champion))
+        mine = return_per_bar(metrics)
+        if theirs is None or (mine is not None and mine > theirs):
+            return decision
+        note = (f"its log return per bar {'missing' if mine is None else f'{mine:.3g}'} does not beat the champion "
+                f"(version {champion}) {theirs:.3g}")
+        return Decision(**{**decision.__dict__, "verdict": HOLD, "note": note})
 
     def _watch(self, version: str, signal: dict) -> None:
         equity = float(signal["equity"])

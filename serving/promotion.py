@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from backtest.metrics import MAX_DRAWDOWN, TOTAL_RETURN, WIN_RATE
 from serving.trader import BARS, DRIFT, ERROR_RATE, TRADES
 
-PROMOTE, REJECT, WAIT = "promote", "reject", "wait"
+PROMOTE, REJECT, WAIT, HOLD = "promote", "reject", "wait", "hold"
 OPERATORS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 #: metrics a criterion may name (what a shadow trader reports)
 GATE_METRICS = (WIN_RATE, MAX_DRAWDOWN, ERROR_RATE, TOTAL_RETURN, DRIFT, "profit_factor", "equity", TRADES, BARS)
@@ -65,6 +65,9 @@ class GateConfig(BaseModel):
     min_bars: int = Field(500, ge=1, description="paper-traded bars before a shadow is judged")
     min_trades: int = Field(5, ge=0, description="trades opened before a shadow is judged")
     live_max_drawdown: float = Field(0.15, gt=0, lt=1, description="drawdown since going live that rolls back")
+    beat_champion: bool = Field(True, description="a shadow that passes replaces the champion only when its log "
+                                "return per paper-traded bar beats the champion's (else it holds: stays in shadow "
+                                "and is judged again); false: every shadow that passes is promoted")
 
     @model_validator(mode="after")
     def _check(self) -> GateConfig:
@@ -105,11 +108,14 @@ class Decision:
     trades: int
     version: str | None = None
     strategy_id: str | None = None
+    note: str = ""  # why a passing shadow holds (HOLD)
 
     @property
     def reason(self) -> str:
         if self.verdict == WAIT:
             return f"waiting: {self.bars} bars, {self.trades} trades so far"
+        if self.verdict == HOLD:
+            return f"hold: {self.passed}/{self.n} criteria passed (k={self.k}) but {self.note}"
         checks = "; ".join(r.describe() for r in self.results)
         return f"{self.verdict}: {self.passed}/{self.n} criteria passed (k={self.k}) after {self.bars} bars, {self.trades} trades: {checks}"
 
@@ -118,6 +124,17 @@ class Decision:
         out["results"] = [asdict(r) for r in self.results]
         out["reason"] = self.reason
         return out
+
+
+def return_per_bar(metrics: dict | None) -> float | None:
+    """Log return per paper-traded bar (``log(1 + total_return) / bars``): what a challenger and
+    the champion are compared by, fair between paper records of different lengths."""
+    if not metrics:
+        return None
+    total, bars = _number(metrics.get(TOTAL_RETURN)), _number(metrics.get(BARS))
+    if total is None or bars is None or bars <= 0 or total <= -1.0:
+        return None
+    return math.log1p(total) / bars
 
 
 def _number(value) -> float | None:

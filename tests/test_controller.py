@@ -14,7 +14,7 @@ from backtest.telemetry import PrometheusRecorder, install
 from serving.bus import ALERTS, STAGES, BusConfig, InProcessBus, bar_id, replay_stream
 from serving.controller import Controller, ControllerConfig, promote_version
 from serving.feed import bars_of, replay
-from serving.promotion import PROMOTE, REJECT, WAIT, Criterion, GateConfig, judge
+from serving.promotion import HOLD, PROMOTE, REJECT, WAIT, Criterion, GateConfig, judge
 from serving.registry import ModelRegistry
 from serving.service import ShadowService
 from serving.shadow import ShadowRunner
@@ -137,6 +137,37 @@ def test_the_controller_promotes_what_passes_and_retires_what_fails(registry, re
     # the app reads the latest metrics from the registry
     live = reg.latest_metrics(good)
     assert live["bars"] >= 1000 and live["drift"] < 1e-9 and live["strategy_id"] == reg.version(good).strategy_id
+
+
+def test_of_several_passing_shadows_the_best_becomes_champion(tmp_path):
+    """Champion and challengers: a shadow that passes the gates replaces the champion only when
+    its log return per paper-traded bar beats the champion's; otherwise it holds (stays in
+    shadow and is judged again), so the champion is the best that passed, not the last judged."""
+    reg = ModelRegistry("serving-challenge-test", f"sqlite:///{tmp_path}/mlflow.db")
+    first, weaker, stronger, late = (register_genome(reg, g, fees=0.0002) for g in (GOOD, *ALWAYS_LONG, BAD))
+    for v in (first, weaker, stronger, late):
+        reg.set_stage(v, "shadow", reason="paper trading")
+    paper = {first: metrics(total_return=0.10), weaker: metrics(total_return=0.12, bars=2000),
+             stronger: metrics(total_return=0.15), late: metrics(total_return=0.01)}
+    controller = Controller(reg, InProcessBus(BusConfig(block_ms=1)), ControllerConfig(champion_refresh_s=0),
+                            metrics_of=paper.__getitem__)
+    assert controller.judge(first).verdict == PROMOTE  # no champion yet
+    held = controller.judge(weaker)  # 12% over 2,000 bars is less per bar than 10% over 1,000
+    assert held.verdict == HOLD and held.passed == 5
+    assert held.reason.startswith("hold: 5/5 criteria passed") and f"the champion (version {first})" in held.reason
+    assert reg.version(weaker).stage == "shadow" and reg.champion().version == first
+    assert controller.judge(stronger).verdict == PROMOTE and reg.champion().version == stronger
+    paper[weaker] = metrics(total_return=0.40, bars=2000)  # judged again on its later record: now it beats it
+    assert controller.judge(weaker).verdict == PROMOTE and reg.champion().version == weaker
+    # the champion's trader is not here (metrics_of has no record): its last recorded metrics are used
+    del paper[weaker]
+    reg.set_latest_metrics(weaker, metrics(total_return=0.40, bars=2000))
+    assert controller.judge(late).verdict == HOLD
+    # beat_champion off: every shadow that passes is promoted, as judged
+    plain = Controller(reg, InProcessBus(BusConfig(block_ms=1)),
+                       ControllerConfig(gates=GateConfig(beat_champion=False), champion_refresh_s=0),
+                       metrics_of=paper.__getitem__)
+    assert plain.judge(late).verdict == PROMOTE and reg.champion().version == late
 
 
 def crash_market(n=300, crash_at=250):
