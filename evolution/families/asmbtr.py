@@ -51,6 +51,37 @@ def _random_decay(rng: np.random.Generator) -> float:
     return min(max(decay, DECAY_BOUNDS[0]), DECAY_BOUNDS[1])
 
 
+EXCESS_BOUNDS = (0.0005, THRESHOLD_BOUNDS[1] - 0.5)  # threshold - 0.5: the excess probability a state must show
+
+
+def _random_threshold(rng: np.random.Generator) -> float:
+    """A threshold whose excess probability ``threshold - 0.5`` is log-uniform (0.05% .. 45%):
+    an edge is a scale, a state that goes up 51% of the time and one that does 70% are both
+    edges; a uniform draw would put 89% of the thresholds above 0.55, where a table that
+    has learned a weak edge never trades (its probabilities settle within a few percent of 0.5)."""
+    low, high = np.log(EXCESS_BOUNDS[0]), np.log(EXCESS_BOUNDS[1])
+    return min(max(round(0.5 + float(np.exp(rng.uniform(low, high))), 4), THRESHOLD_BOUNDS[0]), THRESHOLD_BOUNDS[1])
+
+
+def _perturb_threshold(threshold: float, sigma: float, rng: np.random.Generator) -> float:
+    """Gaussian noise on the excess probability ``threshold - 0.5`` in log space (as it is drawn)."""
+    excess = max(float(threshold) - 0.5, EXCESS_BOUNDS[0])
+    excess = perturb(excess, *EXCESS_BOUNDS, False, sigma, rng, log_scale=True)
+    return min(max(round(0.5 + excess, 4), THRESHOLD_BOUNDS[0]), THRESHOLD_BOUNDS[1])
+
+
+_DEPTHS = np.arange(DEPTH_BOUNDS[0], DEPTH_BOUNDS[1] + 1)
+_DEPTH_CDF = np.cumsum(2.0 ** (-_DEPTHS / 2.0)) / np.sum(2.0 ** (-_DEPTHS / 2.0))
+
+
+def _random_depth(rng: np.random.Generator) -> int:
+    """A depth drawn with weight 2^(-depth/2): each of the 2^depth states learns from about
+    bars / 2^depth updates, so the noise of its estimate grows as 2^(depth/2); a uniform draw
+    would spend most random genomes on tables too large to learn from the data (depth 8 and
+    up: 256+ states), which the search then has to walk down one step at a time."""
+    return int(_DEPTHS[int(_DEPTH_CDF.searchsorted(rng.random(), side="right"))])
+
+
 def init_genome(rng: np.random.Generator, max_conditions: int = 0) -> Genome:
     """A random asmbtr genome inside the gene bounds (``max_conditions`` is the rules family's
     and means nothing here). Half of them count every move (min_move 0); decays are drawn
@@ -60,9 +91,9 @@ def init_genome(rng: np.random.Generator, max_conditions: int = 0) -> Genome:
         min_move = round(float(np.exp(rng.uniform(np.log(MIN_MOVE_SMALLEST), np.log(MIN_MOVE_BOUNDS[1])))), 6)
     return normalize({
         FAMILY_KEY: NAME,
-        "depth": int(rng.integers(DEPTH_BOUNDS[0], DEPTH_BOUNDS[1] + 1)),
+        "depth": _random_depth(rng),
         "decay": _random_decay(rng),
-        "threshold": _fraction(rng, THRESHOLD_BOUNDS),
+        "threshold": _random_threshold(rng),
         "min_move": min_move,
         "direction": GENOME_DIRECTIONS[int(rng.integers(len(GENOME_DIRECTIONS)))],
         "neutral": NEUTRALS[int(rng.integers(len(NEUTRALS)))],
@@ -71,8 +102,18 @@ def init_genome(rng: np.random.Generator, max_conditions: int = 0) -> Genome:
     })
 
 
+def _perturb_decay(decay: float, sigma: float, rng: np.random.Generator) -> float:
+    """Gaussian noise on the decay's memory ``1 / (1 - decay)`` in log space (as it is drawn,
+    :func:`_random_decay`): 10 -> 17 and 500 -> 850 updates alike. In decay space a step of
+    sigma times the range would move a memory of 10 by two updates and one of 500 past the bound."""
+    low, high = (1.0 / (1.0 - d) for d in DECAY_BOUNDS)
+    memory = perturb(1.0 / (1.0 - float(decay)), low, high, False, sigma, rng, log_scale=True)
+    return min(max(round(1.0 - 1.0 / memory, 4), DECAY_BOUNDS[0]), DECAY_BOUNDS[1])
+
+
 def mutate_gaussian(genome: Mapping, rng: np.random.Generator, sigma: float = 0.1, indpb: float = 0.3) -> Genome:
-    """Gaussian noise on the numeric genes present, sigma a fraction of each gene's range."""
+    """Gaussian noise on the numeric genes present, sigma a fraction of each gene's range (the
+    decay's in log memory, :func:`_perturb_decay`)."""
 
     def attempt() -> dict:
         child = dict(genome)
@@ -80,7 +121,12 @@ def mutate_gaussian(genome: Mapping, rng: np.random.Generator, sigma: float = 0.
         chosen = [name for name in genes if rng.random() < indpb] or [genes[int(rng.integers(len(genes)))]]
         for name in chosen:
             low, high, is_int = NUMERIC[name]
-            child[name] = perturb(child[name], low, high, is_int, sigma, rng, log_scale=False)
+            if name == "decay":
+                child[name] = _perturb_decay(child[name], sigma, rng)
+            elif name == "threshold":
+                child[name] = _perturb_threshold(child[name], sigma, rng)
+            else:
+                child[name] = perturb(child[name], low, high, is_int, sigma, rng, log_scale=False)
         return child
 
     return retry(attempt, genome)
