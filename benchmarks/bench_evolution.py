@@ -1,7 +1,10 @@
 """Evolution benchmarks (issue 3).
 
 (a) scaling: evaluations per second with 1 and with 2 island actors on Ray (same total
-    population per generation), target >= 1.85x on this 2-core machine. Measured in steady
+    population per generation), target >= 1.85x on this 2-core machine. The two are different
+    searches (other genomes, another cost per evaluation), so each pair also runs the same
+    2-island search confined to one core (driver, Ray and actors: CPU affinity) against it on
+    two: the same genomes and the same result.json, the speed-up on the same work. Measured in steady
     state (from generation 3: before it the actors load kernels and first-touch memory);
     the figure from generation 1 on is printed beside it. 1 and 2 islands run alternately
     three times; the figure is the median of the three pairs' speed-ups (each is printed,
@@ -27,6 +30,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -92,9 +96,26 @@ def _cpu(proc) -> float:
         return float("nan")
 
 
-def _ray_run(islands: int, total_population: int, generations: int, n_bars: int) -> dict:
+def _pin(cpus: set[int]) -> None:
+    """Confine this driver and every process Ray started under it (raylet, workers, island
+    actors: each of their threads) to ``cpus``; processes started later inherit it from raylet."""
+    import psutil
+
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            for thread in proc.threads():
+                try:
+                    os.sched_setaffinity(thread.id, cpus)
+                except OSError:  # the thread ended meanwhile
+                    pass
+        except psutil.Error:
+            pass
+
+
+def _ray_run(islands: int, total_population: int, generations: int, n_bars: int, cpus: set[int] | None = None) -> dict:
     """One search on island actors; its steady-state speed and where the driver's and the
-    actors' time went (per generation, from WARMUP on)."""
+    actors' time went (per generation, from WARMUP on). ``cpus``: the whole run (driver, Ray,
+    actors) confined to those cores."""
     import statistics
 
     from evolution.pools import RayPool
@@ -102,10 +123,15 @@ def _ray_run(islands: int, total_population: int, generations: int, n_bars: int)
 
     config = scaling_config(islands, total_population, generations, n_bars)
     marks: dict[int, tuple] = {}
+    every_cpu = os.sched_getaffinity(0)
+    if cpus is not None:
+        _pin(cpus)
     with tempfile.TemporaryDirectory() as tmp:
         run = plan(config, out_dir=tmp)
         pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
         pool.call("ping", [()] * islands)  # actors up, numba loaded
+        if cpus is not None:
+            _pin(cpus)  # the actors' threads too, whichever way they were started
         procs = _island_processes()
 
         def mark(g, _pool):  # on_generation(g) follows the collection of g + 1
@@ -115,13 +141,17 @@ def _ray_run(islands: int, total_population: int, generations: int, n_bars: int)
             execute(run, pool, on_generation=mark)
         finally:
             pool.close()
+            if cpus is not None:
+                _pin(every_cpu)
         timing = json.loads((Path(tmp) / "timing.json").read_text())
+        result = hashlib.sha256((Path(tmp) / "result.json").read_bytes()).hexdigest()  # the same search: the same bytes
     gens = timing["generations"]
     steady = [g for g in gens if g["generation"] >= WARMUP]
     (t0, cpu0), (t1, cpu1) = marks[WARMUP - 1], marks[generations - 1]
     med = {key: statistics.median(g[key] for g in steady) for key in
            ("seconds", "waiting_seconds", "driver_cpu_seconds", "writing_cpu_seconds", "write_wait_seconds")}
     return {**_steady(gens), "generation_seconds": [round(g["seconds"], 3) for g in gens], "median": med,
+            "result_sha256": result,
             "actor_busy": [(b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1)] if len(procs) == islands else None}
 
 
@@ -181,6 +211,12 @@ def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: 
             pair["speedup"] = pair[2]["evaluations_per_second"] / pair[1]["evaluations_per_second"]
             pair["speedup_from_generation_1"] = (pair[2]["evaluations_per_second_from_generation_1"]
                                                  / pair[1]["evaluations_per_second_from_generation_1"])
+            # the same 2-island search (same seed: the same genomes, the same result.json) with
+            # everything confined to one core: the speed-up on the same work, which the 1-island
+            # search is not (its genomes are other genomes, with another cost per evaluation)
+            pair["one_core"] = _ray_run(2, total_population, generations, n_bars, cpus={min(os.sched_getaffinity(0))})
+            pair["same_search"] = pair[2]["evaluations_per_second"] / pair["one_core"]["evaluations_per_second"]
+            pair["same_result"] = pair["one_core"]["result_sha256"] == pair[2]["result_sha256"]
             if ceiling:
                 plain = {islands: _plain_run(islands, total_population, generations, n_bars) for islands in order}
                 pair["ceiling"] = plain[2] / plain[1]
@@ -195,6 +231,11 @@ def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: 
                                                                            "evaluations_per_second_from_generation_1")}
     out["speedup"] = statistics.median(p["speedup"] for p in pairs)
     out["speedup_from_generation_1"] = statistics.median(p["speedup_from_generation_1"] for p in pairs)
+    out["same_search"] = statistics.median(p["same_search"] for p in pairs)
+    # what one evaluation of each search costs on one core (seconds per evaluation, 1 island
+    # on its one core against 2 islands sharing one): how much of the 1-vs-2 figure is the searches' own work
+    out["cost_ratio"] = statistics.median(p[1]["evaluations_per_second"] / p["one_core"]["evaluations_per_second"]
+                                          for p in pairs)
     if ceiling:
         out["ceiling"] = statistics.median(p["ceiling"] for p in pairs)
     return out
@@ -329,6 +370,12 @@ def print_scaling(s: dict) -> None:
         print(f"    ceiling (the same islands as plain processes, no Ray, no driver), median {s['ceiling']:.2f}x; each pair: "
               + ", ".join(f"{p['ceiling']:.2f}x" for p in pairs)
               + f"; the engine gets {s['speedup'] / s['ceiling']:.0%} of it")
+    print(f"    the same 2-island search on 1 core and on 2 cores (same seed, same genomes; result.json identical in "
+          f"{sum(p['same_result'] for p in pairs)} of {len(pairs)} pairs): median {s['same_search']:.2f}x; each pair: "
+          + ", ".join(f"{p['same_search']:.2f}x" for p in pairs))
+    print(f"    why 1 island against 2 is not the same work: per evaluation, the 2-island search on one core takes "
+          f"{s['cost_ratio']:.2f}x the time of the 1-island search (other genomes, as the two searches go different "
+          f"ways, and two actors sharing the core)")
     for p in pairs:
         print(f"    seconds per generation: 1 island {p[1]['generation_seconds']}; 2 islands {p[2]['generation_seconds']}")
     for p in pairs:
