@@ -183,7 +183,7 @@ class Controller:
             return decision
         try:
             theirs = return_per_bar(self.metrics_of(champion) if self.metrics_of is not None else None)
-        except (KeyError, LookupError):  # no trader of the champion here: its last recorded metrics
+        except LookupError:  # no trader of the champion here: its last recorded metrics
             theirs = None
         if theirs is None:
             theirs = return_per_bar(self.registry.latest_metrics(champion))

@@ -113,7 +113,7 @@ def _perturb_decay(decay: float, sigma: float, rng: np.random.Generator) -> floa
 
 def mutate_gaussian(genome: Mapping, rng: np.random.Generator, sigma: float = 0.1, indpb: float = 0.3) -> Genome:
     """Gaussian noise on the numeric genes present, sigma a fraction of each gene's range (the
-    decay's in log memory, :func:`_perturb_decay`)."""
+    decay's in log memory, the threshold's in log excess probability: as they are drawn)."""
 
     def attempt() -> dict:
         child = dict(genome)
