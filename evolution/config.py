@@ -230,7 +230,13 @@ class GateConfig(_Model):
 class RayConfig(_Model):
     address: str | None = Field(None, description="None: $RAY_ADDRESS or a local Ray; 'auto': a running cluster")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for a local Ray (ignored on a cluster)")
-    island_num_cpus: float = Field(1.0, gt=0.0)
+    island_num_cpus: float = Field(1.0, gt=0.0, description="CPUs each island actor reserves")
+    actors: int | None = Field(
+        None, ge=1,
+        description="island actors (None: one per island). Fewer actors than islands host several islands "
+                    "each, stepped one after another in one process (island i on actor i mod actors): the "
+                    "number of islands is a choice of the search, the number of actors one of the hardware. "
+                    "Results do not depend on it.")
     max_restarts: int = Field(3, ge=-1)
     namespace: str = "evolution"
     spread: bool = Field(True, description="spread islands over nodes")
@@ -324,7 +330,18 @@ class EvolutionConfig(_Model):
             raise ValueError(
                 f"migration.size ({self.migration.size}) must be smaller than population ({self.population})"
             )
+        actors = self.runtime.ray.actors
+        if actors is not None and actors > self.islands:
+            raise ValueError(
+                f"runtime.ray.actors ({actors}) is more than islands ({self.islands}): an actor hosts at least one "
+                f"island; set runtime.ray.actors to at most {self.islands}, or leave it out for one actor per island"
+            )
         return self
+
+    @property
+    def island_actors(self) -> int:
+        """How many island actors a Ray run starts (runtime.ray.actors, or one per island)."""
+        return self.runtime.ray.actors or self.islands
 
     # ------------------------------------------------------------------ identity
 

@@ -52,12 +52,14 @@ def generation_rng(seed: int, island: int, generation: int) -> np.random.Generat
 
 
 class Island:
-    def __init__(self, index: int, config: EvolutionConfig, market: Any, folds: np.ndarray):
+    def __init__(self, index: int, config: EvolutionConfig, market: Any, folds: np.ndarray,
+                 evaluator: Evaluator | None = None):
         self.index = int(index)
         self.config = config
         self.market = market
         self.folds = np.asarray(folds, dtype=np.int64)
-        self.evaluator = Evaluator(memory_bytes=config.evaluator_memory_mb * 2**20)
+        # islands stepped one after another in one process share one (its buffers are reused per call)
+        self.evaluator = evaluator or Evaluator(memory_bytes=config.evaluator_memory_mb * 2**20)
         self.objectives = tuple(config.selection.objectives)
         self._weights = np.asarray(fit.weights(self.objectives), dtype=np.float64)
         self.restore(None)

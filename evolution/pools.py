@@ -1,5 +1,7 @@
 """Island pools: the one parallel seam. ``LocalPool`` runs islands in-process; ``RayPool``
-runs each island as a named Ray actor (``island-0``, ``island-1``, ...).
+runs each island as a named Ray actor (``island-0``, ``island-1``, ...), or, with
+``runtime.ray.actors`` below the number of islands, several islands per actor
+(``islands-0``, ``islands-1``, ...: island i on actor i mod actors, stepped one after another).
 
 Both expose ``submit(method, args_per_island) -> handles``, ``collect(handles) -> list``
 (``call`` is the two in one), ``drain(handles)`` and ``restore(states)``. A handle can be
@@ -101,6 +103,44 @@ def _actor_class():
     return RayIsland
 
 
+def _host_class():
+    import ray
+
+    from backtest import Evaluator
+
+    @ray.remote
+    class RayIslands:
+        """Several islands in one actor (``runtime.ray.actors`` < islands). ``call`` runs one
+        method on each of its islands in turn and returns one object per island (the pool asks
+        for that many returns), so each island's answer is its own object, as with
+        :class:`RayIsland`. The market comes in ``attach``, as there."""
+
+        def __init__(self, indices: list[int], config: EvolutionConfig, folds: np.ndarray):
+            self._pending = (list(indices), config, folds)
+            self.islands: dict[int, Island] = {}
+
+        def attach(self, market: Any) -> list[int]:
+            if not self.islands:
+                indices, config, folds = self._pending
+                evaluator = Evaluator(memory_bytes=config.evaluator_memory_mb * 2**20)
+                self.islands = {i: Island(i, config, market, folds, evaluator) for i in indices}
+            return list(self.islands)
+
+        def call(self, method: str, indices: list[int], arity: int, *flat_args: Any):
+            """``method`` on islands ``indices``, island k with ``flat_args[k * arity:(k + 1) * arity]``
+            (flat, so Ray resolves the object references among them)."""
+            if not self.islands:
+                raise IslandStateError(f"islands {self._pending[0]} have no market yet (restarted): restore them")
+            out = [getattr(self.islands[i], method)(*flat_args[k * arity:(k + 1) * arity])
+                   for k, i in enumerate(indices)]
+            return out[0] if len(out) == 1 else tuple(out)
+
+        def node_id(self) -> str:
+            return ray.get_runtime_context().get_node_id()
+
+    return RayIslands
+
+
 class RayPool(_Pool):
     """Named island actors; the market is ``ray.put`` once and shared by reference."""
 
@@ -118,18 +158,31 @@ class RayPool(_Pool):
             options["scheduling_strategy"] = "SPREAD"
         self.lookahead = rc.lookahead
         self.actors = []
-        for i in range(config.islands):
-            name = f"island-{i}"
+        n_actors = config.island_actors
+        self.hosted = n_actors < config.islands
+        # island i lives on actor i mod n_actors; self.hosts[k]: the islands of actor k, in order
+        self.hosts = [list(range(k, config.islands, n_actors)) for k in range(n_actors)]
+        if self.hosted:
+            cls = _host_class()
+        for k in range(n_actors):
+            name = f"islands-{k}" if self.hosted else f"island-{k}"
             try:  # a leftover from an earlier run in this namespace would block the name
                 ray.kill(ray.get_actor(name))
             except ValueError:
                 pass
-            actor = cls.options(name=name, **options).remote(i, config, folds)
+            first = self.hosts[k] if self.hosted else k
+            actor = cls.options(name=name, **options).remote(first, config, folds)
             actor.attach.remote(self.market_ref)  # calls to an actor run in order: before any step
             self.actors.append(actor)
 
     def submit(self, method: str, args: Sequence[tuple]) -> list:
-        return [getattr(actor, method).remote(*a) for actor, a in zip(self.actors, args)]
+        if not self.hosted:
+            return [getattr(actor, method).remote(*a) for actor, a in zip(self.actors, args)]
+        handles: list[Any] = [None] * len(args)
+        for k, indices in enumerate(self.hosts):
+            for i, ref in zip(indices, self.submit_to(k, method, [args[i] for i in indices])):
+                handles[i] = ref
+        return handles
 
     def collect(self, handles: Sequence[Any]) -> list:
         ray = self._ray
@@ -153,19 +206,37 @@ class RayPool(_Pool):
         """Push checkpointed states into every island, waiting for restarted actors."""
         ray = self._ray
         deadline = time.monotonic() + timeout_s
-        for actor, state in zip(self.actors, states):
+        for k, actor in enumerate(self.actors):
             while True:
                 try:
                     actor.attach.remote(self.market_ref)  # a restarted actor has none
-                    ray.get(actor.restore.remote(state))
+                    if self.hosted:
+                        ray.get(self.submit_to(k, "restore", [(states[i],) for i in self.hosts[k]]))
+                    else:
+                        ray.get(actor.restore.remote(states[k]))
                     break
                 except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.5)
 
+    def submit_to(self, k: int, method: str, args: Sequence[tuple]) -> list:
+        """``method`` on the islands of hosting actor k (args in their order); a list of handles."""
+        indices = self.hosts[k]
+        flat = [x for a in args for x in a]
+        refs = self.actors[k].call.options(num_returns=len(indices)).remote(method, indices, len(args[0]), *flat)
+        return list(refs) if len(indices) > 1 else [refs]
+
     def nodes(self) -> list[str]:
-        return self._ray.get([a.node_id.remote() for a in self.actors])
+        """The node of each island (its actor's)."""
+        actor_nodes = self._ray.get([a.node_id.remote() for a in self.actors])
+        if not self.hosted:
+            return actor_nodes
+        out = [""] * sum(len(h) for h in self.hosts)
+        for node, indices in zip(actor_nodes, self.hosts):
+            for i in indices:
+                out[i] = node
+        return out
 
     def close(self) -> None:
         for actor in self.actors:

@@ -142,7 +142,7 @@ def ray_session(config: EvolutionConfig, cli_address: str | None = None) -> Iter
     """Ray for one run; yields True when it started a local Ray of its own, False when it joined
     a cluster (or Ray was initialized already: then it is left as it is). Islands that a local
     Ray could never place fail before it starts (:class:`RayUnavailable`)."""
-    rc, config_islands = config.runtime.ray, config.islands
+    rc, config_islands = config.runtime.ray, config.island_actors
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         yield False
         return
@@ -228,18 +228,19 @@ def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def _too_few_cpus(islands: int, rc: RayConfig, total: float) -> str:
-    need = islands * rc.island_num_cpus
-    share = math.floor(total / islands * 100) / 100
-    return (f"islands: {islands} island actors of runtime.ray.island_num_cpus {rc.island_num_cpus:g} need {need:g} CPUs, "
+def _too_few_cpus(actors: int, rc: RayConfig, total: float) -> str:
+    need = actors * rc.island_num_cpus
+    share = math.floor(total / actors * 100) / 100
+    return (f"islands: {actors} island actors of runtime.ray.island_num_cpus {rc.island_num_cpus:g} need {need:g} CPUs, "
             f"this local Ray has {total:g}; use fewer islands, runtime.ray.island_num_cpus: {share:g}, "
+            f"runtime.ray.actors: {max(1, int(total // rc.island_num_cpus))} (islands share actors), "
             f"runtime.ray.num_cpus: {math.ceil(need)} (CPUs shared), or --local")
 
 
-def _check_local_capacity(islands: int, rc: RayConfig) -> None:
+def _check_local_capacity(actors: int, rc: RayConfig) -> None:
     total = rc.num_cpus or os.cpu_count() or 1
-    if islands * rc.island_num_cpus > total + 1e-9:
-        raise RayUnavailable(_too_few_cpus(islands, rc, total))
+    if actors * rc.island_num_cpus > total + 1e-9:
+        raise RayUnavailable(_too_few_cpus(actors, rc, total))
 
 
 def check_capacity(config: EvolutionConfig, started: bool) -> None:
@@ -248,7 +249,7 @@ def check_capacity(config: EvolutionConfig, started: bool) -> None:
     import ray
 
     rc = config.runtime.ray
-    n = config.islands
+    n = config.island_actors
     need = n * rc.island_num_cpus
     total = ray.cluster_resources().get("CPU", 0.0)
     free = ray.available_resources().get("CPU", 0.0)

@@ -45,6 +45,8 @@ def test_unknown_nested_key_names_its_path():
         ({"gates": {"pbo_blocks": 5}}, "even"),
         ({"market": {}}, "exactly one market source"),
         ({"market": {"synthetic": {"planted_edge": {"fast": 50, "slow": 40}}}}, "fast"),
+        ({"islands": 2, "runtime": {"ray": {"actors": 3}}}, "runtime.ray.actors (3) is more than islands (2)"),
+        ({"runtime": {"ray": {"actors": 0}}}, "runtime.ray.actors"),
     ],
 )
 def test_bad_values_name_the_field(data, needle):

@@ -151,6 +151,35 @@ def test_ray_islands_give_the_local_result_even_when_an_actor_is_killed(ray_sess
     assert (tmp_path / "result.json").read_bytes() == (reference / "result.json").read_bytes()
 
 
+def test_islands_sharing_actors_give_the_local_result_even_when_an_actor_is_killed(ray_session, tmp_path):
+    """runtime.ray.actors below islands: 3 islands on 2 actors (islands-0 holds islands 0 and 2,
+    islands-1 holds island 1), each island its own object per call, migration between islands
+    of one actor and of two; killing an actor loses its islands and the run replays them from
+    the checkpoint. The result is the 3-island local run's, byte for byte."""
+    ray = ray_session
+    reference = tmp_path / "local"
+    run_local(small_config(islands=3), reference)
+    config = small_config(**{"islands": 3, "runtime.backend": "ray", "runtime.ray": {"island_num_cpus": 0.5, "actors": 2}})
+    run = plan(config, out_dir=tmp_path / "ray")
+    pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
+    killed = []
+
+    def kill_actor(generation, pool):
+        if generation == 1:
+            ray.kill(ray.get_actor("islands-0"), no_restart=False)  # islands 0 and 2 go with it
+            killed.append(generation)
+
+    try:
+        assert pool.hosts == [[0, 2], [1]]
+        assert ray.get(pool.submit("ping", [()] * 3)) == [0, 1, 2]
+        assert len(set(pool.nodes())) == 1 and len(pool.nodes()) == 3
+        execute(run, pool, on_generation=kill_actor)
+    finally:
+        pool.close()
+    assert killed == [1]
+    assert (tmp_path / "ray" / "result.json").read_bytes() == (reference / "result.json").read_bytes()
+
+
 class AheadPool(LocalPool):
     """The local islands with a lookahead: a call runs when it is submitted, so the islands
     are as far ahead of the driver as a Ray pool's actors may be."""
