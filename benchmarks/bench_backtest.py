@@ -193,7 +193,36 @@ def bench_asmbtr(n_bars: int, n_genomes: int, repeat: int) -> dict:
                                         init_cash=1.0)
         return pf.total_return().values
 
-    return side_by_side(ours, theirs, evaluator, genomes, m, n_bars, repeat)
+    out = side_by_side(ours, theirs, evaluator, genomes, m, n_bars, repeat)
+    out.update(asmbtr_split(genomes, close, n_bars, repeat))
+    return out
+
+
+def asmbtr_split(genomes: list[dict], close: np.ndarray, n_bars: int, repeat: int) -> dict:
+    """Where the asmbtr population path's time goes: the state tables learning (the family's
+    targets_group_nb over the population, GROUP genomes side by side, as the path runs it),
+    and the same path's remainder (signals, the vectorbt-exact simulation of every fold, metrics)."""
+    from backtest.families import asmbtr
+
+    enc = asmbtr._encode(genomes)
+    ret = asmbtr.returns_nb(close, n_bars)
+
+    def learner(group: int):
+        up = np.empty((group, asmbtr.MAX_STATES))
+        down = np.empty((group, asmbtr.MAX_STATES))
+        targets = np.empty((group, n_bars), dtype=np.int8)
+
+        def learn():
+            for g0 in range(0, len(genomes), group):
+                sl = slice(g0, min(g0 + group, len(genomes)))
+                asmbtr.targets_group_nb(ret, n_bars, enc["depth"][sl], enc["decay"][sl], enc["threshold"][sl],
+                                        enc["min_move"][sl], enc["direction"][sl], enc["hold"][sl], up, down, targets)
+        learn()
+        return learn
+
+    best = alternating_best({"learn": learner(min(asmbtr.GROUP, len(genomes))), "learn_one": learner(1)}, repeat)
+    cells = n_bars * len(genomes)
+    return {"learn_ns": best["learn"] / cells * 1e9, "learn_one_ns": best["learn_one"] / cells * 1e9}
 
 
 def memory_genomes(n: int) -> list[dict]:
@@ -273,6 +302,13 @@ def main() -> None:
           "lower bound on a vectorbt pipeline; asmbtr trades "
           f"{d['trades_per_bar'] / max(b['trades_per_bar'], 1e-12):.0f}x as often as the crossovers and each order "
           "is the same vectorbt-exact fill)")
+    sim_ns = d["ours_ns"] - d["learn_ns"]
+    print(f"    asmbtr, where its {d['ours_ns']:.2f} ns go: the state tables learning {d['learn_ns']:.2f} ns (8 tables "
+          f"side by side), signals + simulation + metrics {sim_ns:.2f} ns. Why not <= 4 ns: a table is a chain of "
+          f"dependent loads and stores from bar to bar (one table at a time: {d['learn_one_ns']:.2f} ns a bar; 8 side "
+          f"by side reach {d['learn_ns']:.2f}), and the simulation walks every bar, as the signals change on most bars, with an "
+          f"order every {1 / max(d['trades_per_bar'], 1e-12):.1f} bars (vectorbt's own simulation of these signals: "
+          f"{d['vbt_ns'] / max(sim_ns, 1e-12):.0f}x our simulation part)")
 
     if not args.skip_memory:
         sizes = [int(s) for s in args.memory_genomes.split(",") if s.strip()]

@@ -1,17 +1,17 @@
 """Evolution benchmarks (issue 3).
 
-(a) scaling: evaluations per second with 1 and with 2 island actors on Ray (same total
-    population per generation), target >= 1.85x on this 2-core machine. The two are different
-    searches (other genomes, another cost per evaluation), so each pair also runs the same
-    2-island search confined to one core (driver, Ray and actors: CPU affinity) against it on
-    two: the same genomes and the same result.json, the speed-up on the same work. Measured in steady
-    state (from generation 3: before it the actors load kernels and first-touch memory);
-    the figure from generation 1 on is printed beside it. 1 and 2 islands run alternately
-    three times; the figure is the median of the three pairs' speed-ups (each is printed,
-    with the load average before it: a busy machine shows there). Each pair also runs the
-    same islands as plain processes without Ray or a driver, alternating likewise: that
-    ceiling is what the machine gives two processes of this work, and the engine's share of
-    it says how much the driver, Ray and the trial log take. For the 2-island runs it prints
+(a) scaling: evaluations per second of one 2-island search (total population 256 per
+    generation) on 2 island actors against the same search on 1 actor that hosts both islands
+    (runtime.ray.actors: 1), target >= 1.85x on this 2-core machine: the same genomes, and the
+    two result.json are byte-identical (checked). Beside it, 1 island of 256 against 2 islands
+    of 128 (each on its own actor): two different searches (other genomes, another cost per
+    evaluation, printed), with their ceiling: the same islands as plain processes without Ray
+    or a driver, alternating likewise (what the machine gives two processes of that work; the
+    engine's share of it says how much the driver, Ray and the trial log take). Measured in
+    steady state (from generation 3: before it the actors load kernels and first-touch memory);
+    the figure from generation 1 on is printed beside it. The runs alternate three times
+    (1-2, 2-1, 1-2); each figure is the median of the three pairs' speed-ups (each is printed,
+    with the load average before it: a busy machine shows there). For the 2-actor runs it prints
     where a generation's time went: the driver waiting for the islands, the driver's CPU on
     its main thread (receiving results) and on its writer thread (trial log, checkpoint),
     and how busy the island actors were.
@@ -54,12 +54,12 @@ def base_config(**overrides):
 WARMUP = 3
 
 
-def scaling_config(islands: int, total_population: int, generations: int, n_bars: int):
+def scaling_config(islands: int, total_population: int, generations: int, n_bars: int, actors: int | None = None):
     return base_config(**{
         "islands": islands, "population": total_population // islands, "generations": generations,
         "migration": {"interval": 1000, "size": 0},
         "market": {"synthetic": {"n_bars": n_bars, "seed": 1, "regimes": True}},
-        "runtime.backend": "ray", "runtime.ray": {"island_num_cpus": 1},
+        "runtime.backend": "ray", "runtime.ray": {"island_num_cpus": 1, "actors": actors},
     })
 
 
@@ -96,42 +96,20 @@ def _cpu(proc) -> float:
         return float("nan")
 
 
-def _pin(cpus: set[int]) -> None:
-    """Confine this driver and every process Ray started under it (raylet, workers, island
-    actors: each of their threads) to ``cpus``; processes started later inherit it from raylet."""
-    import psutil
-
-    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
-        try:
-            for thread in proc.threads():
-                try:
-                    os.sched_setaffinity(thread.id, cpus)
-                except OSError:  # the thread ended meanwhile
-                    pass
-        except psutil.Error:
-            pass
-
-
-def _ray_run(islands: int, total_population: int, generations: int, n_bars: int, cpus: set[int] | None = None) -> dict:
-    """One search on island actors; its steady-state speed and where the driver's and the
-    actors' time went (per generation, from WARMUP on). ``cpus``: the whole run (driver, Ray,
-    actors) confined to those cores."""
+def _ray_run(islands: int, total_population: int, generations: int, n_bars: int, actors: int | None = None) -> dict:
+    """One search on island actors (``actors``: how many host the islands; None, one each); its
+    steady-state speed and where the driver's and the actors' time went (per generation, from WARMUP on)."""
     import statistics
 
     from evolution.pools import RayPool
     from evolution.runner import execute, plan
 
-    config = scaling_config(islands, total_population, generations, n_bars)
+    config = scaling_config(islands, total_population, generations, n_bars, actors)
     marks: dict[int, tuple] = {}
-    every_cpu = os.sched_getaffinity(0)
-    if cpus is not None:
-        _pin(cpus)
     with tempfile.TemporaryDirectory() as tmp:
         run = plan(config, out_dir=tmp)
         pool = RayPool(config, run.spec.market, run.spec.split.test_ranges())
         pool.call("ping", [()] * islands)  # actors up, numba loaded
-        if cpus is not None:
-            _pin(cpus)  # the actors' threads too, whichever way they were started
         procs = _island_processes()
 
         def mark(g, _pool):  # on_generation(g) follows the collection of g + 1
@@ -141,8 +119,6 @@ def _ray_run(islands: int, total_population: int, generations: int, n_bars: int,
             execute(run, pool, on_generation=mark)
         finally:
             pool.close()
-            if cpus is not None:
-                _pin(every_cpu)
         timing = json.loads((Path(tmp) / "timing.json").read_text())
         result = hashlib.sha256((Path(tmp) / "result.json").read_bytes()).hexdigest()  # the same search: the same bytes
     gens = timing["generations"]
@@ -152,7 +128,8 @@ def _ray_run(islands: int, total_population: int, generations: int, n_bars: int,
            ("seconds", "waiting_seconds", "driver_cpu_seconds", "writing_cpu_seconds", "write_wait_seconds")}
     return {**_steady(gens), "generation_seconds": [round(g["seconds"], 3) for g in gens], "median": med,
             "result_sha256": result,
-            "actor_busy": [(b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1)] if len(procs) == islands else None}
+            "actor_busy": [(b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1)] if len(procs) == config.island_actors
+            else None}
 
 
 def _plain_islands(index: int, islands: int, total_population: int, generations: int, n_bars: int, barrier, out) -> None:
@@ -192,10 +169,11 @@ def _plain_run(islands: int, total_population: int, generations: int, n_bars: in
 
 
 def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: int = 3, ceiling: bool = True) -> dict:
-    """1 and 2 islands, alternating (1-2, 2-1, 1-2, ...), ``repeat`` times: the speed-up is the
-    median of the pairs' ratios, so a slow spell of this VM hits one pair, not the figure. With ``ceiling``, each
-    pair also runs the same islands as plain processes without Ray or a driver (what the
-    machine itself gives two processes of this work), alternating likewise."""
+    """The 2-island search on 1 actor and on 2, and the 1-island search, alternating (1 actor,
+    2 actors, 1 island; then the other way round; ...), ``repeat`` times: each speed-up is the
+    median of the pairs' ratios, so a slow spell of this VM hits one pair, not the figure. With
+    ``ceiling``, each pair also runs the 1- and 2-island searches as plain processes without Ray
+    or a driver (what the machine itself gives two processes of that work), alternating likewise."""
     import statistics
 
     import ray
@@ -205,36 +183,34 @@ def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: 
     try:
         for i in range(repeat):
             pair = {"load_average": os.getloadavg()[0]}
-            order = (1, 2) if i % 2 == 0 else (2, 1)  # 1-2, 2-1, 1-2: a drift of the machine hits both sides
-            for islands in order:
-                pair[islands] = _ray_run(islands, total_population, generations, n_bars)
-            pair["speedup"] = pair[2]["evaluations_per_second"] / pair[1]["evaluations_per_second"]
-            pair["speedup_from_generation_1"] = (pair[2]["evaluations_per_second_from_generation_1"]
-                                                 / pair[1]["evaluations_per_second_from_generation_1"])
-            # the same 2-island search (same seed: the same genomes, the same result.json) with
-            # everything confined to one core: the speed-up on the same work, which the 1-island
-            # search is not (its genomes are other genomes, with another cost per evaluation)
-            pair["one_core"] = _ray_run(2, total_population, generations, n_bars, cpus={min(os.sched_getaffinity(0))})
-            pair["same_search"] = pair[2]["evaluations_per_second"] / pair["one_core"]["evaluations_per_second"]
-            pair["same_result"] = pair["one_core"]["result_sha256"] == pair[2]["result_sha256"]
+            order = ("one_actor", "two_actors", "one_island") if i % 2 == 0 else ("one_island", "two_actors", "one_actor")
+            for name in order:  # a drift of the machine hits both sides
+                islands, actors = {"one_actor": (2, 1), "two_actors": (2, None), "one_island": (1, None)}[name]
+                pair[name] = _ray_run(islands, total_population, generations, n_bars, actors)
+            two, one = pair["two_actors"], pair["one_actor"]
+            # the same search (same seed and islands: the same genomes, the same result.json)
+            pair["speedup"] = two["evaluations_per_second"] / one["evaluations_per_second"]
+            pair["speedup_from_generation_1"] = (two["evaluations_per_second_from_generation_1"]
+                                                 / one["evaluations_per_second_from_generation_1"])
+            pair["same_result"] = one["result_sha256"] == two["result_sha256"]
+            # 1 island against 2: another search (its genomes are other genomes, with another cost per evaluation)
+            pair["islands_speedup"] = two["evaluations_per_second"] / pair["one_island"]["evaluations_per_second"]
             if ceiling:
-                plain = {islands: _plain_run(islands, total_population, generations, n_bars) for islands in order}
+                plain = {n: _plain_run(n, total_population, generations, n_bars) for n in (1, 2)[:: 1 if i % 2 else -1]}
                 pair["ceiling"] = plain[2] / plain[1]
                 pair["plain_evaluations_per_second"] = plain
             pairs.append(pair)
     finally:
         ray.shutdown()
     out = {"pairs": pairs}
-    for islands in (1, 2):
-        out[islands] = {key: statistics.median(p[islands][key]
-                                               for p in pairs) for key in ("evaluations_per_second",
-                                                                           "evaluations_per_second_from_generation_1")}
-    out["speedup"] = statistics.median(p["speedup"] for p in pairs)
-    out["speedup_from_generation_1"] = statistics.median(p["speedup_from_generation_1"] for p in pairs)
-    out["same_search"] = statistics.median(p["same_search"] for p in pairs)
-    # what one evaluation of each search costs on one core (seconds per evaluation, 1 island
-    # on its one core against 2 islands sharing one): how much of the 1-vs-2 figure is the searches' own work
-    out["cost_ratio"] = statistics.median(p[1]["evaluations_per_second"] / p["one_core"]["evaluations_per_second"]
+    for name in ("one_actor", "two_actors", "one_island"):
+        out[name] = {key: statistics.median(p[name][key] for p in pairs)
+                     for key in ("evaluations_per_second", "evaluations_per_second_from_generation_1")}
+    for key in ("speedup", "speedup_from_generation_1", "islands_speedup"):
+        out[key] = statistics.median(p[key] for p in pairs)
+    # what one evaluation of each search costs on one core (seconds per evaluation: the 1-island
+    # search against the 2-island search on its one actor): how much of the 1-vs-2-island figure is the searches' own work
+    out["cost_ratio"] = statistics.median(p["one_island"]["evaluations_per_second"] / p["one_actor"]["evaluations_per_second"]
                                           for p in pairs)
     if ceiling:
         out["ceiling"] = statistics.median(p["ceiling"] for p in pairs)
@@ -358,29 +334,31 @@ def _save(results: dict) -> int:
 
 def print_scaling(s: dict) -> None:
     pairs = s["pairs"]
-    print(f"(a) scaling, steady state (generations {WARMUP}+), median of {len(pairs)} alternating pairs: "
-          f"1 island {s[1]['evaluations_per_second']:.0f} evals/s, 2 islands {s[2]['evaluations_per_second']:.0f} "
-          f"evals/s, speed-up {s['speedup']:.2f}x (target >= 1.85x)")
-    print(f"    from generation 1 (warm-up included): 1 island "
-          f"{s[1]['evaluations_per_second_from_generation_1']:.0f} evals/s, 2 islands "
-          f"{s[2]['evaluations_per_second_from_generation_1']:.0f} evals/s, speed-up {s['speedup_from_generation_1']:.2f}x")
+    one, two = s["one_actor"], s["two_actors"]
+    print(f"(a) scaling, steady state (generations {WARMUP}+), median of {len(pairs)} alternating pairs: the same "
+          f"2-island search on 1 island actor {one['evaluations_per_second']:.0f} evals/s, on 2 island actors "
+          f"{two['evaluations_per_second']:.0f} evals/s, speed-up {s['speedup']:.2f}x (target >= 1.85x); "
+          f"result.json identical in {sum(p['same_result'] for p in pairs)} of {len(pairs)} pairs")
+    print(f"    from generation 1 (warm-up included): 1 actor {one['evaluations_per_second_from_generation_1']:.0f} "
+          f"evals/s, 2 actors {two['evaluations_per_second_from_generation_1']:.0f} evals/s, speed-up "
+          f"{s['speedup_from_generation_1']:.2f}x")
     print("    speed-up of each pair: " + ", ".join(f"{p['speedup']:.2f}x" for p in pairs)
           + "; load average before each pair: " + ", ".join(f"{p['load_average']:.1f}" for p in pairs))
+    print(f"    another search: 1 island of 256 {s['one_island']['evaluations_per_second']:.0f} evals/s against 2 "
+          f"islands of 128 on 2 actors, speed-up {s['islands_speedup']:.2f}x; each pair: "
+          + ", ".join(f"{p['islands_speedup']:.2f}x" for p in pairs))
     if "ceiling" in s:
-        print(f"    ceiling (the same islands as plain processes, no Ray, no driver), median {s['ceiling']:.2f}x; each pair: "
-              + ", ".join(f"{p['ceiling']:.2f}x" for p in pairs)
-              + f"; the engine gets {s['speedup'] / s['ceiling']:.0%} of it")
-    print(f"    the same 2-island search on 1 core and on 2 cores (same seed, same genomes; result.json identical in "
-          f"{sum(p['same_result'] for p in pairs)} of {len(pairs)} pairs): median {s['same_search']:.2f}x; each pair: "
-          + ", ".join(f"{p['same_search']:.2f}x" for p in pairs))
-    print(f"    why 1 island against 2 is not the same work: per evaluation, the 2-island search on one core takes "
-          f"{s['cost_ratio']:.2f}x the time of the 1-island search (other genomes, as the two searches go different "
-          f"ways, and two actors sharing the core)")
+        print(f"    its ceiling (the same 1 and 2 islands as plain processes, no Ray, no driver), median {s['ceiling']:.2f}x; "
+              "each pair: " + ", ".join(f"{p['ceiling']:.2f}x" for p in pairs)
+              + f"; the engine gets {s['islands_speedup'] / s['ceiling']:.0%} of it")
+    print(f"    why 1 island against 2 is not the same work: per evaluation, the 2-island search (on its 1 actor) takes "
+          f"{s['cost_ratio']:.2f}x the time of the 1-island search (other genomes: the two searches go different ways)")
     for p in pairs:
-        print(f"    seconds per generation: 1 island {p[1]['generation_seconds']}; 2 islands {p[2]['generation_seconds']}")
+        print(f"    seconds per generation: 1 actor {p['one_actor']['generation_seconds']}; 2 actors "
+              f"{p['two_actors']['generation_seconds']}")
     for p in pairs:
-        m, busy = p[2]["median"], p[2]["actor_busy"]
-        print(f"    2 islands, median per generation: {m['seconds'] * 1e3:.0f} ms wall, driver waiting for the islands "
+        m, busy = p["two_actors"]["median"], p["two_actors"]["actor_busy"]
+        print(f"    2 actors, median per generation: {m['seconds'] * 1e3:.0f} ms wall, driver waiting for the islands "
               f"{m['waiting_seconds'] * 1e3:.0f} ms, driver main-thread CPU {m['driver_cpu_seconds'] * 1e3:.1f} ms, "
               f"trial-log + checkpoint writer CPU {m['writing_cpu_seconds'] * 1e3:.1f} ms (driver waited "
               f"{m['write_wait_seconds'] * 1e3:.1f} ms for it); actors busy "
