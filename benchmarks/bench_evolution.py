@@ -20,7 +20,7 @@
 (c) GA vs random search with the same evaluation budget on planted-edge markets: holdout
     Sharpe of the best walk-forward strategy (the GA should be higher).
 
-Run: python benchmarks/bench_evolution.py [--quick] [--only scaling]   (results also in benchmarks/results/)
+Run: python benchmarks/bench_evolution.py [--quick] [--only scaling] [--islands N]   (results also in benchmarks/results/)
 """
 from __future__ import annotations
 
@@ -168,12 +168,15 @@ def _plain_run(islands: int, total_population: int, generations: int, n_bars: in
     return sum(g["evaluations"] for g in steady) / span
 
 
-def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: int = 3, ceiling: bool = True) -> dict:
-    """The 2-island search on 1 actor and on 2, and the 1-island search, alternating (1 actor,
-    2 actors, 1 island; then the other way round; ...), ``repeat`` times: each speed-up is the
-    median of the pairs' ratios, so a slow spell of this VM hits one pair, not the figure. With
+def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: int = 3, ceiling: bool = True,
+                  islands: int = 2) -> dict:
+    """The ``islands``-island search on 1 actor and on 2, and the 1-island search, alternating (1
+    actor, 2 actors, 1 island; then the other way round; ...), ``repeat`` times: each speed-up is
+    the median of the pairs' ratios, so a slow spell of this VM hits one pair, not the figure. With
     ``ceiling``, each pair also runs the 1- and 2-island searches as plain processes without Ray
-    or a driver (what the machine itself gives two processes of that work), alternating likewise."""
+    or a driver (what the machine itself gives two processes of that work), alternating likewise
+    (with 2 islands only, as is the 1-island comparison)."""
+    n_islands = islands
     import statistics
 
     import ray
@@ -184,8 +187,11 @@ def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: 
         for i in range(repeat):
             pair = {"load_average": os.getloadavg()[0]}
             order = ("one_actor", "two_actors", "one_island") if i % 2 == 0 else ("one_island", "two_actors", "one_actor")
+            if n_islands != 2:
+                order = tuple(name for name in order if name != "one_island")
             for name in order:  # a drift of the machine hits both sides
-                islands, actors = {"one_actor": (2, 1), "two_actors": (2, None), "one_island": (1, None)}[name]
+                islands, actors = {"one_actor": (n_islands, 1), "two_actors": (n_islands, 2 if n_islands > 2 else None),
+                                   "one_island": (1, None)}[name]
                 pair[name] = _ray_run(islands, total_population, generations, n_bars, actors)
             two, one = pair["two_actors"], pair["one_actor"]
             # the same search (same seed and islands: the same genomes, the same result.json)
@@ -193,6 +199,9 @@ def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: 
             pair["speedup_from_generation_1"] = (two["evaluations_per_second_from_generation_1"]
                                                  / one["evaluations_per_second_from_generation_1"])
             pair["same_result"] = one["result_sha256"] == two["result_sha256"]
+            if n_islands != 2:
+                pairs.append(pair)
+                continue
             # 1 island against 2: another search (its genomes are other genomes, with another cost per evaluation)
             pair["islands_speedup"] = two["evaluations_per_second"] / pair["one_island"]["evaluations_per_second"]
             if ceiling:
@@ -202,12 +211,15 @@ def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: 
             pairs.append(pair)
     finally:
         ray.shutdown()
-    out = {"pairs": pairs}
-    for name in ("one_actor", "two_actors", "one_island"):
+    out = {"pairs": pairs, "islands": n_islands}
+    for name in ("one_actor", "two_actors", "one_island")[: 3 if n_islands == 2 else 2]:
         out[name] = {key: statistics.median(p[name][key] for p in pairs)
                      for key in ("evaluations_per_second", "evaluations_per_second_from_generation_1")}
-    for key in ("speedup", "speedup_from_generation_1", "islands_speedup"):
+    for key in ("speedup", "speedup_from_generation_1"):
         out[key] = statistics.median(p[key] for p in pairs)
+    if n_islands != 2:
+        return out
+    out["islands_speedup"] = statistics.median(p["islands_speedup"] for p in pairs)
     # what one evaluation of each search costs on one core (seconds per evaluation: the 1-island
     # search against the 2-island search on its one actor): how much of the 1-vs-2-island figure is the searches' own work
     out["cost_ratio"] = statistics.median(p["one_island"]["evaluations_per_second"] / p["one_actor"]["evaluations_per_second"]
@@ -303,11 +315,14 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     parser.add_argument("--only", choices=["scaling"], help="run (a) alone")
+    parser.add_argument("--islands", type=int, default=2,
+                        help="islands of the search (a) runs on 1 and on 2 actors (default 2; more: they share the actors)")
     args = parser.parse_args()
     q = args.quick
     results = {}
     results["scaling"] = s = bench_scaling(generations=6 if q else 12, total_population=128 if q else 256,
-                                           n_bars=50_000 if q else 100_000, repeat=1 if q else 3)
+                                           n_bars=50_000 if q else 100_000, repeat=1 if q else 3,
+                                           islands=args.islands)
     print_scaling(s)
     if args.only == "scaling":
         return _save(results)
@@ -335,8 +350,9 @@ def _save(results: dict) -> int:
 def print_scaling(s: dict) -> None:
     pairs = s["pairs"]
     one, two = s["one_actor"], s["two_actors"]
+    n = s["islands"]
     print(f"(a) scaling, steady state (generations {WARMUP}+), median of {len(pairs)} alternating pairs: the same "
-          f"2-island search on 1 island actor {one['evaluations_per_second']:.0f} evals/s, on 2 island actors "
+          f"{n}-island search on 1 island actor {one['evaluations_per_second']:.0f} evals/s, on 2 island actors "
           f"{two['evaluations_per_second']:.0f} evals/s, speed-up {s['speedup']:.2f}x (target >= 1.85x); "
           f"result.json identical in {sum(p['same_result'] for p in pairs)} of {len(pairs)} pairs")
     print(f"    from generation 1 (warm-up included): 1 actor {one['evaluations_per_second_from_generation_1']:.0f} "
@@ -344,6 +360,12 @@ def print_scaling(s: dict) -> None:
           f"{s['speedup_from_generation_1']:.2f}x")
     print("    speed-up of each pair: " + ", ".join(f"{p['speedup']:.2f}x" for p in pairs)
           + "; load average before each pair: " + ", ".join(f"{p['load_average']:.1f}" for p in pairs))
+    if n != 2:
+        for p in pairs:
+            busy = p["two_actors"]["actor_busy"]
+            print(f"    2 actors ({n // 2} islands each), median per generation {p['two_actors']['median']['seconds'] * 1e3:.0f} "
+                  "ms; actors busy " + ("/".join(f"{b:.0%}" for b in busy) if busy else "n/a") + " of the wall time")
+        return
     print(f"    another search: 1 island of 256 {s['one_island']['evaluations_per_second']:.0f} evals/s against 2 "
           f"islands of 128 on 2 actors, speed-up {s['islands_speedup']:.2f}x; each pair: "
           + ", ".join(f"{p['islands_speedup']:.2f}x" for p in pairs))
