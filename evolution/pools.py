@@ -152,7 +152,6 @@ class RayPool(_Pool):
         rc = config.runtime.ray
         self._ray = ray
         self.market_ref = market_ref if market_ref is not None else ray.put(market)
-        cls = _actor_class()
         options: dict[str, Any] = dict(num_cpus=rc.island_num_cpus, max_restarts=rc.max_restarts, max_task_retries=0)
         if rc.spread:
             options["scheduling_strategy"] = "SPREAD"
@@ -162,8 +161,7 @@ class RayPool(_Pool):
         self.hosted = n_actors < config.islands
         # island i lives on actor i mod n_actors; self.hosts[k]: the islands of actor k, in order
         self.hosts = [list(range(k, config.islands, n_actors)) for k in range(n_actors)]
-        if self.hosted:
-            cls = _host_class()
+        cls = _host_class() if self.hosted else _actor_class()
         for k in range(n_actors):
             name = f"islands-{k}" if self.hosted else f"island-{k}"
             try:  # a leftover from an earlier run in this namespace would block the name
@@ -230,13 +228,7 @@ class RayPool(_Pool):
     def nodes(self) -> list[str]:
         """The node of each island (its actor's)."""
         actor_nodes = self._ray.get([a.node_id.remote() for a in self.actors])
-        if not self.hosted:
-            return actor_nodes
-        out = [""] * sum(len(h) for h in self.hosts)
-        for node, indices in zip(actor_nodes, self.hosts):
-            for i in indices:
-                out[i] = node
-        return out
+        return [actor_nodes[i % len(self.actors)] for i in range(sum(map(len, self.hosts)))]
 
     def close(self) -> None:
         for actor in self.actors:

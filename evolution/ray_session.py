@@ -142,7 +142,7 @@ def ray_session(config: EvolutionConfig, cli_address: str | None = None) -> Iter
     """Ray for one run; yields True when it started a local Ray of its own, False when it joined
     a cluster (or Ray was initialized already: then it is left as it is). Islands that a local
     Ray could never place fail before it starts (:class:`RayUnavailable`)."""
-    rc, config_islands = config.runtime.ray, config.island_actors
+    rc, actors = config.runtime.ray, config.island_actors
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
         yield False
         return
@@ -151,7 +151,7 @@ def ray_session(config: EvolutionConfig, cli_address: str | None = None) -> Iter
         with _joined(address, source, rc):
             yield False
         return
-    _check_local_capacity(config_islands, rc)
+    _check_local_capacity(actors, rc)
     if "ray" not in sys.modules:  # Ray reads its auth mode once, when it is imported
         os.environ.setdefault(AUTH_MODE_ENV, "token")
     import ray
