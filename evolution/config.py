@@ -246,6 +246,14 @@ class RayConfig(_Model):
                     "the driver writes the trial log and checkpoints, and a slow generation on one island "
                     "is made up over the next ones instead of holding the other back (migration still "
                     "synchronises). Results do not depend on it.")
+    evaluation_actors: int = Field(
+        2, ge=1,
+        description="actors that evaluate each island's new genomes of a generation: its own actor and the "
+                    "next ones in the ring (island i's actor is i mod actors), each every n-th genome, so an "
+                    "actor whose islands' genomes cost more no longer holds the others up. The price: those "
+                    "actors meet every generation (lookahead then only overlaps the driver's writing) and "
+                    "each genome batch crosses to n actors. 1: every island evaluates its own genomes. "
+                    "Results do not depend on it.")
 
 
 class RuntimeConfig(_Model):
@@ -425,6 +433,33 @@ def parse_config(data: Any) -> EvolutionConfig:
         raise ConfigError(_format(error)) from None
 
 
+def _unique_keys_loader():
+    """PyYAML's SafeLoader, refusing a key given twice in one mapping: plain YAML keeps the
+    last one silently, so a second ``ray:`` under ``runtime`` would drop the first's settings."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):
+                first: dict = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        earlier = first.setdefault(key, key_node)
+                    except TypeError:  # an unhashable key: SafeLoader says so itself
+                        continue
+                    if earlier is not key_node:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"the key {key!r} is given twice (first on line {earlier.start_mark.line + 1}); "
+                            "keep one and merge their settings", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 def load_config(path: str | Path | None = None) -> EvolutionConfig:
     """Load and validate a YAML config (default: configs/demo.yaml). Raises ConfigError."""
     import yaml
@@ -433,7 +468,7 @@ def load_config(path: str | Path | None = None) -> EvolutionConfig:
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_unique_keys_loader())
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     try:

@@ -113,3 +113,17 @@ def test_missing_config_file(tmp_path, capsys):
 def test_model_round_trips_through_json():
     config = load_config()
     assert EvolutionConfig.model_validate(config.model_dump(mode="json")) == config
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """Plain YAML keeps the last of two equal keys: a second ``ray:`` would drop the first's
+    settings without a word. The loader names the key and both lines; YAML merge keys still work."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("islands: 2\nruntime:\n  ray:\n    actors: 1\n  progress: false\n  ray:\n    lookahead: 1\n")
+    with pytest.raises(ConfigError, match=r"the key 'ray' is given twice \(first on line 3\)") as caught:
+        load_config(path)
+    assert "line 6" in str(caught.value) and str(path) in str(caught.value)
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("<<: {islands: 3, generations: 9}\ngenerations: 4\n")  # a key over a merged one: allowed
+    config = load_config(merged)
+    assert (config.islands, config.generations) == (3, 4)
