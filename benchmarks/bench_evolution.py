@@ -133,7 +133,8 @@ def _ray_run(islands: int, total_population: int, generations: int, n_bars: int,
 
 
 def _plain_islands(index: int, islands: int, total_population: int, generations: int, n_bars: int, barrier, out) -> None:
-    """One island stepping in a plain process (no Ray, no driver): the machine's own ceiling."""
+    """Island ``index`` of the ``islands``-island search stepping in a plain process (no Ray, no
+    driver): the machine's own ceiling."""
     from evolution.island import Island
     from evolution.market import resolve
 
@@ -149,15 +150,19 @@ def _plain_islands(index: int, islands: int, total_population: int, generations:
     out.put(gens)
 
 
-def _plain_run(islands: int, total_population: int, generations: int, n_bars: int) -> float:
-    """Steady-state evaluations per second of ``islands`` plain processes stepping at once:
-    all their evaluations from WARMUP on over the span from the first such start to the last end."""
+def _plain_run(islands: int, total_population: int, generations: int, n_bars: int,
+               indices: list[int] | None = None) -> float:
+    """Steady-state evaluations per second of plain processes stepping at once, one per island
+    of the ``islands``-island search (or per entry of ``indices``: that island, e.g. [0, 0] for
+    two copies of the same work): all their evaluations from WARMUP on over the span from the
+    first such start to the last end."""
     import multiprocessing as mp
 
+    indices = list(range(islands)) if indices is None else indices
     ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(islands), ctx.Queue()
+    barrier, out = ctx.Barrier(len(indices)), ctx.Queue()
     procs = [ctx.Process(target=_plain_islands, args=(i, islands, total_population, generations, n_bars, barrier, out))
-             for i in range(islands)]
+             for i in indices]
     for p in procs:
         p.start()
     results = [out.get() for _ in procs]
@@ -208,6 +213,9 @@ def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: 
                 plain = {n: _plain_run(n, total_population, generations, n_bars) for n in (1, 2)[:: 1 if i % 2 else -1]}
                 pair["ceiling"] = plain[2] / plain[1]
                 pair["plain_evaluations_per_second"] = plain
+                # the machine's own limit for the same work: two copies of island 0's work at once against one
+                copies = {n: _plain_run(2, total_population, generations, n_bars, [0] * n) for n in (1, 2)[:: 1 if i % 2 else -1]}
+                pair["copies_ceiling"] = copies[2] / copies[1]
             pairs.append(pair)
     finally:
         ray.shutdown()
@@ -226,6 +234,7 @@ def bench_scaling(generations: int, total_population: int, n_bars: int, repeat: 
                                           for p in pairs)
     if ceiling:
         out["ceiling"] = statistics.median(p["ceiling"] for p in pairs)
+        out["copies_ceiling"] = statistics.median(p["copies_ceiling"] for p in pairs)
     return out
 
 
@@ -360,6 +369,11 @@ def print_scaling(s: dict) -> None:
           f"{s['speedup_from_generation_1']:.2f}x")
     print("    speed-up of each pair: " + ", ".join(f"{p['speedup']:.2f}x" for p in pairs)
           + "; load average before each pair: " + ", ".join(f"{p['load_average']:.1f}" for p in pairs))
+    if "copies_ceiling" in s:
+        print(f"    the machine's own limit for the same work: 2 copies of island 0's work as plain processes at once "
+              f"(no Ray, no driver) run {s['copies_ceiling']:.2f}x as many evaluations per second as 1 alone "
+              "(median; each pair: " + ", ".join(f"{p['copies_ceiling']:.2f}x" for p in pairs)
+              + f"); the engine's same-search speed-up is {s['speedup'] / s['copies_ceiling']:.0%} of it")
     if n != 2:
         for p in pairs:
             busy = p["two_actors"]["actor_busy"]

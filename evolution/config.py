@@ -246,14 +246,6 @@ class RayConfig(_Model):
                     "the driver writes the trial log and checkpoints, and a slow generation on one island "
                     "is made up over the next ones instead of holding the other back (migration still "
                     "synchronises). Results do not depend on it.")
-    evaluation_actors: int = Field(
-        2, ge=1,
-        description="actors that evaluate each island's new genomes of a generation: its own actor and the "
-                    "next ones in the ring (island i's actor is i mod actors), each every n-th genome, so an "
-                    "actor whose islands' genomes cost more no longer holds the others up. The price: those "
-                    "actors meet every generation (lookahead then only overlaps the driver's writing) and "
-                    "each genome batch crosses to n actors. 1: every island evaluates its own genomes. "
-                    "Results do not depend on it.")
 
 
 class RuntimeConfig(_Model):

@@ -70,7 +70,6 @@ class Island:
         """Reset to a checkpointed state (None: before generation 0). Returns the generation."""
         self._seen_added: dict[str, dict] = {}  # since the last state_delta
         self._cached = 0  # offspring of the last generation scored from the seen cache (for metrics)
-        self._bred = None  # (generation, candidates, todo) between breed and absorb
         if state is None:
             self.generation, self.population, self.seen = -1, [], {}
         else:
@@ -122,38 +121,13 @@ class Island:
         self._seen_added[strategy_id] = known
 
     def step(self, generation: int) -> list[dict]:
-        """:meth:`breed`, the island's own evaluation and :meth:`absorb` in one call."""
-        batch = self.breed(generation)
-        return self.absorb(generation, self.evaluate_share(1, [0], batch))
-
-    def breed(self, generation: int) -> dict:
-        """The first part of :meth:`step`: generation g's candidates. Returns the batch to
-        evaluate (the candidates this island has not seen, once each) for :meth:`evaluate_share`,
-        which other islands' actors may run (``runtime.ray.evaluation_actors``)."""
         self._expect(generation - 1)
         rng = generation_rng(self.config.seed, self.index, generation)
-        candidates = self._initial(rng) if generation == 0 else self._offspring(rng)
-        unique: dict[str, dict] = {}
-        for c in candidates:
-            if c["strategy_id"] not in self.seen:
-                unique.setdefault(c["strategy_id"], c)
-        todo = list(unique.values())
-        self._bred = (generation, candidates, todo)
-        return {"island": self.index, "genomes": [c["genome"] for c in todo],
-                "strategy_ids": [c["strategy_id"] for c in todo]}
-
-    def evaluate_share(self, width: int, offsets: Sequence[int], *batches: dict) -> dict:
-        """This actor's share of the islands' batches: see :func:`evaluate_share`."""
-        return evaluate_share(self.evaluator, self.market, self.folds, self.config, width, offsets, batches)
-
-    def absorb(self, generation: int, *shares: dict) -> list[dict]:
-        """The last part of :meth:`step`: this island's evaluations out of ``shares`` (every
-        share of the generation's batches), then selection. Returns the trial rows."""
-        if self._bred is None or self._bred[0] != generation:
-            raise IslandStateError(f"island {self.index} has not bred generation {generation} (restarted?)")
-        _, candidates, todo = self._bred
-        self._bred = None
-        rows = self._score(candidates, todo, _results_of(self.index, len(todo), shares), generation)
+        if generation == 0:
+            candidates = self._initial(rng)
+        else:
+            candidates = self._offspring(rng)
+        rows = self._score(candidates, generation)
         pool = self._dedupe(self.population + [c for c in candidates if "fitness" in c])
         self.population = self._survivors(pool, self.config.population)
         self.generation = generation
@@ -162,11 +136,6 @@ class Island:
         # generation (measured: ~10% of a generation). Reference counting still frees it.
         gc.freeze()
         return rows
-
-    def absorb_and_state(self, generation: int, *shares: dict) -> tuple[list[dict], dict]:
-        """:meth:`absorb` and then :meth:`state_delta` in one call."""
-        rows = self.absorb(generation, *shares)
-        return rows, self.state_delta(generation)
 
     def _initial(self, rng) -> list[dict]:
         out, ids = [], set()
@@ -224,21 +193,45 @@ class Island:
             out.append(child)
         return out
 
-    def _score(self, candidates: list[dict], todo: list[dict], results: list[tuple], generation: int) -> list[dict]:
-        """The trial rows of the evaluated ``todo`` (``results``: theirs, in order); attach fitness
-        to every candidate."""
-        n_folds = self.folds.shape[0]
+    def _score(self, candidates: list[dict], generation: int) -> list[dict]:
+        """Evaluate the candidates this island has not seen; attach fitness to all of them."""
+        wf_cfg = self.config.walk_forward
+        fresh = [c for c in candidates if c["strategy_id"] not in self.seen]
+        unique: dict[str, dict] = {}
+        for c in fresh:
+            unique.setdefault(c["strategy_id"], c)
+        todo = list(unique.values())
         rows: list[dict] = []
-        for c, (error, summary, fold_cols, buckets, _seconds) in zip(todo, results):
-            if error is not None:
-                summary = {n: None for n in fit.SUMMARY_NAMES}
-                fold_cols = fit.fold_columns(None, n_folds)
-            values = fit.objectives(summary, self.objectives, n_folds, self.config.selection.min_trades, error is not None)
-            self._remember(c["strategy_id"], {"fitness": values, "walk_forward": summary})
-            rows.append(_row(c, self.index, generation, values, summary, error, True) | fold_cols | {"oos_returns": buckets})
+        started = time.perf_counter()
+        if todo:
+            result = self.evaluator.evaluate(
+                [c["genome"] for c in todo], self.market, self.folds,
+                fees=self.config.costs.fees, slippage=self.config.costs.slippage,
+                init_cash=self.config.costs.init_cash, bucket_bars=wf_cfg.bucket_bars,
+                normalized=True,  # operators return normalized genomes
+                strategy_ids=[c["strategy_id"] for c in todo],
+            )
+            n_folds = self.folds.shape[0]
+            summaries = fit.summarize_many(result.metrics)
+            fold_cols = fit.fold_columns_many(result.metrics)
+            for i, c in enumerate(todo):
+                error = result.errors.get(i)
+                summary = summaries[i] if error is None else {n: None for n in fit.SUMMARY_NAMES}
+                values = fit.objectives(
+                    summary, self.objectives, n_folds, self.config.selection.min_trades, error is not None
+                )
+                self._remember(c["strategy_id"], {"fitness": values, "walk_forward": summary})
+                buckets = None
+                if error is None and result.buckets is not None:
+                    b = result.buckets[i] - 1.0
+                    buckets = b if np.isfinite(b).all() else None  # ndarray: cheap to pickle and to write
+                rows.append(
+                    _row(c, self.index, generation, values, summary, error, True)
+                    | (fold_cols[i] if error is None else fit.fold_columns(None, n_folds))
+                    | {"oos_returns": buckets}
+                )
         self._cached = len(candidates) - len(todo)
-        seconds = sum(r[4] for r in results)
-        record_island(self.index, len(todo), self._cached, seconds)
+        record_island(self.index, len(todo), self._cached, time.perf_counter() - started)
         for c in candidates:
             known = self.seen.get(c["strategy_id"])
             if known is not None:
@@ -315,59 +308,6 @@ class Island:
             )
         self.population = self._survivors(keep + [_individual(i) for i in newcomers], len(self.population))
         return rows
-
-
-def evaluate_share(evaluator: Evaluator, market: Any, folds: np.ndarray, config: EvolutionConfig, width: int,
-                   offsets: Sequence[int], batches: Sequence[dict]) -> dict:
-    """Evaluate one share of the islands' batches (:meth:`Island.breed`): of batch b, every
-    ``width``-th genome from the ``offsets[b]``-th. The ``width`` actors that share a batch each
-    take another offset, so they cost about the same whatever the islands' genomes cost (an
-    island whose genomes trade more would otherwise hold up the others every generation). A
-    genome's evaluation does not depend on the others evaluated with it, so the results are the
-    same however the genomes are shared out.
-
-    Returns ``{"island", "position", "results", "seconds"}``: per genome, its island, its place
-    in that island's batch and ``(error, summary, fold columns, out-of-sample bucket returns)``."""
-    mine = [(b["island"], j, b["genomes"][j], b["strategy_ids"][j])
-            for b, offset in zip(batches, offsets, strict=True) for j in range(offset, len(b["genomes"]), width)]
-    out: dict = {"island": [m[0] for m in mine], "position": [m[1] for m in mine], "results": [], "seconds": 0.0}
-    if not mine:
-        return out
-    started = time.perf_counter()
-    wf = config.walk_forward
-    result = evaluator.evaluate(
-        [m[2] for m in mine], market, folds,
-        fees=config.costs.fees, slippage=config.costs.slippage, init_cash=config.costs.init_cash,
-        bucket_bars=wf.bucket_bars, normalized=True,  # operators return normalized genomes
-        strategy_ids=[m[3] for m in mine],
-    )
-    summaries = fit.summarize_many(result.metrics)
-    fold_cols = fit.fold_columns_many(result.metrics)
-    for i in range(len(mine)):
-        error = result.errors.get(i)
-        buckets = None
-        if error is None and result.buckets is not None:
-            b = result.buckets[i] - 1.0
-            buckets = b if np.isfinite(b).all() else None  # ndarray: cheap to pickle and to write
-        out["results"].append((error, summaries[i] if error is None else None,
-                               fold_cols[i] if error is None else None, buckets))
-    out["seconds"] = time.perf_counter() - started
-    return out
-
-
-def _results_of(island: int, count: int, shares: Sequence[dict]) -> list[tuple]:
-    """Island ``island``'s ``count`` results out of the shares, in its batch's order; each with the
-    seconds its share spent per genome appended (for the island's evaluation-time metric)."""
-    results: list[tuple | None] = [None] * count
-    for share in shares:
-        per_genome = share["seconds"] / max(1, len(share["results"]))
-        for i, j, r in zip(share["island"], share["position"], share["results"]):
-            if i == island:
-                results[j] = (*r, per_genome)
-    missing = [j for j, r in enumerate(results) if r is None]
-    if missing:
-        raise IslandStateError(f"island {island}: the shares hold no result for {len(missing)} of its {count} genomes")
-    return results  # type: ignore[return-value]
 
 
 def apply_state_delta(before: dict | None, delta: dict) -> dict:

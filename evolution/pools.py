@@ -4,10 +4,7 @@ runs each island as a named Ray actor (``island-0``, ``island-1``, ...), or, wit
 (``islands-0``, ``islands-1``, ...: island i on actor i mod actors, stepped one after another).
 
 Both expose ``submit(method, args_per_island) -> handles``, ``collect(handles) -> list``
-(``call`` is the two in one), ``drain(handles)`` and ``restore(states)``. With
-``shares_evaluations`` (``RayPool`` on two or more actors, ``runtime.ray.evaluation_actors``)
-the runner splits a generation in three: every island ``breed``s, actors evaluate equal shares
-of the batches (``evaluate``), every island ``absorb``s the shares that hold its genomes. A handle can be
+(``call`` is the two in one), ``drain(handles)`` and ``restore(states)``. A handle can be
 passed as an argument of a later ``submit`` (Ray resolves it). Calls to one island run in the
 order they were submitted, so the driver can queue up to ``lookahead`` generations ahead
 (``RayPool``; ``LocalPool`` runs a call when it is submitted and has no lookahead). A pool
@@ -36,7 +33,6 @@ class IslandLost(RuntimeError):
 
 class _Pool:
     lookahead = 0
-    shares_evaluations = False  # True: the runner breeds, evaluates in shares (evaluate) and absorbs
 
     def submit(self, method: str, args: Sequence[tuple]) -> list:
         raise NotImplementedError
@@ -139,12 +135,6 @@ def _host_class():
                    for k, i in enumerate(indices)]
             return out[0] if len(out) == 1 else tuple(out)
 
-        def evaluate_share(self, width: int, offsets: list[int], *batches: dict) -> dict:
-            """This actor's share of the islands' batches (:func:`evolution.island.evaluate_share`)."""
-            if not self.islands:
-                raise IslandStateError(f"islands {self._pending[0]} have no market yet (restarted): restore them")
-            return next(iter(self.islands.values())).evaluate_share(width, offsets, *batches)
-
         def node_id(self) -> str:
             return ray.get_runtime_context().get_node_id()
 
@@ -168,8 +158,6 @@ class RayPool(_Pool):
         self.lookahead = rc.lookahead
         self.actors = []
         n_actors = config.island_actors
-        self.width = min(rc.evaluation_actors, n_actors)  # actors that evaluate each island's genomes
-        self.shares_evaluations = self.width > 1
         self.hosted = n_actors < config.islands
         # island i lives on actor i mod n_actors; self.hosts[k]: the islands of actor k, in order
         self.hosts = [list(range(k, config.islands, n_actors)) for k in range(n_actors)]
@@ -229,18 +217,6 @@ class RayPool(_Pool):
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.5)
-
-    def evaluate(self, generation: int, batches: Sequence[Any]) -> list[tuple]:
-        """Island i's batch (handles of ``breed``) is evaluated by its actor a and the next
-        ``width - 1`` in the ring, actor a + d taking every width-th genome from the d-th; each
-        actor evaluates its shares of all those batches in one call. Returns each island's
-        arguments for ``absorb``: the generation and the handles of the shares that hold its genomes."""
-        n, width = len(self.actors), self.width
-        shares = []
-        for k, actor in enumerate(self.actors):
-            mine = [(i, (k - i % n) % n) for i in range(len(batches)) if (k - i % n) % n < width]
-            shares.append(actor.evaluate_share.remote(width, [d for _, d in mine], *[batches[i] for i, _ in mine]))
-        return [(generation, *[shares[(i + d) % n] for d in range(width)]) for i in range(len(batches))]
 
     def submit_to(self, k: int, method: str, args: Sequence[tuple]) -> list:
         """``method`` on the islands of hosting actor k (args in their order); a list of handles."""

@@ -182,30 +182,21 @@ def _migrates(config: EvolutionConfig, generation: int) -> bool:
             and generation + 1 < config.generations)
 
 
-def _submit_generation(pool, config: EvolutionConfig, g: int) -> tuple[list, list, list, list]:
+def _submit_generation(pool, config: EvolutionConfig, g: int) -> tuple[list, list, list]:
     """Queue generation g (and its migration) on every island; returns handles of
-    (rows per island, migration rows per island, state deltas per island, other calls)."""
+    (rows per island, migration rows per island, state deltas per island)."""
     n = config.islands
-    migrates = _migrates(config, g)
-    if pool.shares_evaluations:  # breed everywhere, evaluate in equal shares, absorb everywhere
-        bred = pool.submit("breed", [(g,)] * n)
-        absorb_args = pool.evaluate(g, bred)
-        others = [*bred, *{id(h): h for a in absorb_args for h in a[1:]}.values()]
-        if not migrates:
-            return pool.submit("absorb_and_state", absorb_args), [], [], others
-        stepped = pool.submit("absorb", absorb_args)
-    elif not migrates:
-        return pool.submit("step_and_state", [(g,)] * n), [], [], []  # one round trip per island
-    else:
-        stepped, others = pool.submit("step", [(g,)] * n), []
-    outgoing = pool.submit("emigrants", [(config.migration.size, g)] * n)
-    migrated = pool.submit("immigrate", [(outgoing[(i - 1) % n], g) for i in range(n)])
-    deltas = pool.submit("state_delta", [(g,)] * n)  # only what is new: the driver holds the rest
-    return stepped, migrated, deltas, [*others, *outgoing]
+    if _migrates(config, g):
+        stepped = pool.submit("step", [(g,)] * n)
+        outgoing = pool.submit("emigrants", [(config.migration.size, g)] * n)
+        migrated = pool.submit("immigrate", [(outgoing[(i - 1) % n], g) for i in range(n)])
+        deltas = pool.submit("state_delta", [(g,)] * n)  # only what is new: the driver holds the rest
+        return stepped, migrated, deltas
+    return pool.submit("step_and_state", [(g,)] * n), [], []  # one round trip per island
 
 
-def _collect_generation(pool, queued: tuple[list, list, list, list], states_before: list) -> tuple[list[dict], list, list, int]:
-    stepped, migrated, deltas, _ = queued
+def _collect_generation(pool, queued: tuple[list, list, list], states_before: list) -> tuple[list[dict], list, list, int]:
+    stepped, migrated, deltas = queued
     answers = pool.collect([*stepped, *migrated, *deltas])  # one round trip, migration or not
     a, b = len(stepped), len(stepped) + len(migrated)
     stepped, migrated, deltas = answers[:a], answers[a:b], answers[b:]

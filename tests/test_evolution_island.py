@@ -8,7 +8,7 @@ import pytest
 from evolution_helpers import small_config
 
 from evolution.fitness import WORST
-from evolution.island import Island, IslandStateError, generation_rng
+from evolution.island import Island, generation_rng
 from evolution.market import resolve
 from evolution.pools import LocalPool
 
@@ -201,27 +201,3 @@ def test_vectorized_summaries_equal_the_per_genome_ones():
     for i in range(7):
         assert many[i] == fit.summarize(metrics[i])
         assert cols[i] == fit.fold_columns(metrics[i], 3)
-
-
-def test_genomes_evaluated_in_shares_by_other_islands_give_the_same_generations(setup):
-    """runtime.ray.evaluation_actors: islands breed, actors evaluate every n-th genome of
-    several islands' batches, islands absorb the shares. The rows and the populations are those
-    of islands that step on their own, however the batches are cut."""
-    alone = [make_island(setup, i) for i in range(3)]
-    shared = [make_island(setup, i) for i in range(3)]
-    for g in range(4):
-        expected = [_plain(island.step(g)) for island in alone]
-        batches = [island.breed(g) for island in shared]
-        assert all(len(b["genomes"]) == len(b["strategy_ids"]) > 0 for b in batches)
-        width = 2 + g % 2  # 2 or 3 evaluating actors, as RayPool.evaluate cuts them
-        shares = [shared[0].evaluate_share(width, [(k - i) % 3 for i in range(3) if (k - i) % 3 < width],
-                                           *[b for i, b in enumerate(batches) if (k - i) % 3 < width])
-                  for k in range(3)]
-        assert sum(len(s["results"]) for s in shares) == sum(len(b["genomes"]) for b in batches)
-        got = [_plain(island.absorb(g, *[shares[(i + d) % 3] for d in range(width)])) for i, island in enumerate(shared)]
-        assert got == expected
-        assert [isl.population for isl in shared] == [isl.population for isl in alone]
-    with pytest.raises(IslandStateError, match="no result"):  # a share missing: said, not a silent gap
-        shared[0].absorb(4, shared[0].evaluate_share(2, [1], shared[0].breed(4)))
-    with pytest.raises(IslandStateError, match="has not bred generation 5"):
-        shared[1].absorb(5)
