@@ -88,6 +88,14 @@ def _island_processes() -> list:
     return out
 
 
+def _machine_cpu() -> float:
+    """CPU seconds all the machine's cores have been busy (every state but idle and iowait)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
 def _cpu(proc) -> float:
     try:
         t = proc.cpu_times()
@@ -101,6 +109,8 @@ def _ray_run(islands: int, total_population: int, generations: int, n_bars: int,
     steady-state speed and where the driver's and the actors' time went (per generation, from WARMUP on)."""
     import statistics
 
+    import psutil
+
     from evolution.pools import RayPool
     from evolution.runner import execute, plan
 
@@ -113,7 +123,7 @@ def _ray_run(islands: int, total_population: int, generations: int, n_bars: int,
         procs = _island_processes()
 
         def mark(g, _pool):  # on_generation(g) follows the collection of g + 1
-            marks[g] = (time.perf_counter(), [_cpu(p) for p in procs])
+            marks[g] = (time.perf_counter(), [_cpu(p) for p in procs], _machine_cpu(), _cpu(psutil.Process()))
 
         try:
             execute(run, pool, on_generation=mark)
@@ -123,11 +133,18 @@ def _ray_run(islands: int, total_population: int, generations: int, n_bars: int,
         result = hashlib.sha256((Path(tmp) / "result.json").read_bytes()).hexdigest()  # the same search: the same bytes
     gens = timing["generations"]
     steady = [g for g in gens if g["generation"] >= WARMUP]
-    (t0, cpu0), (t1, cpu1) = marks[WARMUP - 1], marks[generations - 1]
+    (t0, cpu0, all0, drv0), (t1, cpu1, all1, drv1) = marks[WARMUP - 1], marks[generations - 1]
+    cores = (t1 - t0) * (os.cpu_count() or 1)
+    actors_cpu, driver_cpu = sum(cpu1) - sum(cpu0), drv1 - drv0
+    # the machine's CPU time over the steady generations: island actors, this driver (main thread,
+    # writer thread, Ray's threads in it), everything else (raylet, GCS, Ray's agents, the system)
+    cpu_split = {"actors": actors_cpu / cores, "driver": driver_cpu / cores,
+                 "others": (all1 - all0 - actors_cpu - driver_cpu) / cores, "idle": 1.0 - (all1 - all0) / cores}
     med = {key: statistics.median(g[key] for g in steady) for key in
            ("seconds", "waiting_seconds", "driver_cpu_seconds", "writing_cpu_seconds", "write_wait_seconds")}
     return {**_steady(gens), "generation_seconds": [round(g["seconds"], 3) for g in gens], "median": med,
             "result_sha256": result,
+            "cpu_split": cpu_split,
             "actor_busy": [(b - a) / (t1 - t0) for a, b in zip(cpu0, cpu1)] if len(procs) == config.island_actors
             else None}
 
@@ -399,6 +416,11 @@ def print_scaling(s: dict) -> None:
               f"trial-log + checkpoint writer CPU {m['writing_cpu_seconds'] * 1e3:.1f} ms (driver waited "
               f"{m['write_wait_seconds'] * 1e3:.1f} ms for it); actors busy "
               + ("/".join(f"{b:.0%}" for b in busy) if busy else "n/a") + " of the wall time")
+    for name in ("one_actor", "two_actors"):
+        split = [p[name]["cpu_split"] for p in pairs]
+        print(f"    the 2 cores' time, {'1 actor ' if name == 'one_actor' else '2 actors'} (each pair): " + "; ".join(
+            f"actors {c['actors']:.0%}, driver {c['driver']:.0%}, Ray's other processes and the system {c['others']:.0%}, "
+            f"idle {c['idle']:.0%}" for c in split))
 
 
 if __name__ == "__main__":
