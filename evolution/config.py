@@ -90,6 +90,10 @@ class MigrationConfig(_Model):
 class OperatorConfig(_Model):
     crossover_probability: float = Field(0.5, ge=0.0, le=1.0, description="share of offspring made by crossover")
     mutation_probability: float = Field(0.5, ge=0.0, le=1.0, description="share made by mutation (rest: copies)")
+    immigrant_probability: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="share of offspring that are new random genomes (random immigrants, Grefenstette 1992): "
+                    "the search keeps sampling the whole space after the population has converged")
     crossover_weights: dict[Literal[CROSSOVERS], float] = Field(default_factory=lambda: dict.fromkeys(CROSSOVERS, 1.0))
     mutation_weights: dict[Literal[MUTATIONS], float] = Field(
         default_factory=lambda: {
@@ -105,11 +109,11 @@ class OperatorConfig(_Model):
 
     @model_validator(mode="after")
     def _weights(self) -> OperatorConfig:
-        if self.crossover_probability + self.mutation_probability > 1.0 + 1e-12:
+        if self.crossover_probability + self.mutation_probability + self.immigrant_probability > 1.0 + 1e-12:
             raise ValueError(
-                "crossover_probability + mutation_probability must be <= 1 (each offspring comes from "
-                f"one crossover or one mutation, as DEAP's varOr); got {self.crossover_probability} + "
-                f"{self.mutation_probability}"
+                "crossover_probability + mutation_probability + immigrant_probability must be <= 1 (each "
+                "offspring comes from one crossover, one mutation or one random draw, as DEAP's varOr); got "
+                f"{self.crossover_probability} + {self.mutation_probability} + {self.immigrant_probability}"
             )
         for name in ("crossover_weights", "mutation_weights"):
             weights = getattr(self, name)

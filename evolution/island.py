@@ -36,7 +36,7 @@ from evolution import fitness as fit
 from evolution import nsga
 from evolution.config import EvolutionConfig
 from evolution.families import crossover, init_genome, mutate
-from evolution.operators import INIT, MIGRATION, REPRODUCTION
+from evolution.operators import IMMIGRANT, INIT, MIGRATION, REPRODUCTION
 from evolution.telemetry import record_island
 
 REDRAWS = 4  # attempts to make an offspring this island has not seen yet
@@ -137,15 +137,19 @@ class Island:
         gc.freeze()
         return rows
 
+    def _random_genome(self, rng) -> dict:
+        """A random genome, its family drawn by ``config.families``' shares."""
+        families, cdf = _cdf({name: share for name, share in self.config.families.items() if share > 0})
+        # one family draws nothing from rng: a rules-only run makes the genomes it always made
+        family = families[int(cdf.searchsorted(rng.random(), side="right"))] if len(families) > 1 else families[0]
+        return init_genome(rng, self.config.operators.max_conditions, family)
+
     def _initial(self, rng) -> list[dict]:
         out, ids = [], set()
-        families, cdf = _cdf({name: share for name, share in self.config.families.items() if share > 0})
         for _ in range(self.config.population * REDRAWS):
             if len(out) == self.config.population:
                 break
-            # one family draws nothing from rng: a rules-only run makes the genomes it always made
-            family = families[int(cdf.searchsorted(rng.random(), side="right"))] if len(families) > 1 else families[0]
-            genome = init_genome(rng, self.config.operators.max_conditions, family)
+            genome = self._random_genome(rng)
             sid = normalized_strategy_id(genome)
             if sid in ids:
                 continue
@@ -182,6 +186,8 @@ class Island:
                     else:
                         genome = mutate(name, a["genome"], rng)
                     lineage = [a["strategy_id"]]
+                elif u < ops.crossover_probability + ops.mutation_probability + ops.immigrant_probability:
+                    name, genome, lineage = IMMIGRANT, self._random_genome(rng), []
                 else:
                     name, genome, lineage = REPRODUCTION, a["genome"], [a["strategy_id"]]
                 text, sid = canonical_text_and_id(genome)  # the text is the trial log's genome column

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 INIT = "init"  # a random genome of generation 0
 REPRODUCTION = "reproduction"  # an unchanged copy of a parent
+IMMIGRANT = "immigrant"  # a random genome in a later generation (operators.immigrant_probability)
 MIGRATION = "migration"  # an individual received from the previous island on the ring
 CROSSOVERS = ("crossover_uniform", "crossover_swap")
 MUTATIONS = ("mutate_gaussian", "mutate_categorical", "mutate_add_condition", "mutate_drop_condition")
-OPERATOR_NAMES = (INIT, *CROSSOVERS, *MUTATIONS, REPRODUCTION, MIGRATION)
+OPERATOR_NAMES = (INIT, *CROSSOVERS, *MUTATIONS, REPRODUCTION, IMMIGRANT, MIGRATION)

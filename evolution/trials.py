@@ -12,7 +12,7 @@ island             island that evaluated (or received, for migrations) the genom
 generation         0 = random initial population
 parents            list of parent strategy ids ([] for init)
 operator           one of evolution.operators.OPERATOR_NAMES (init, the crossovers, the
-                   mutations, reproduction, migration)
+                   mutations, reproduction, immigrant, migration)
 genome             canonical JSON text of the genome (its ``family`` key names a family other
                    than the default ``rules``)
 error              null, or why the evaluation failed (the genome got the worst fitness)
