@@ -250,3 +250,23 @@ def test_the_same_search_on_a_random_walk_finds_nothing_of_the_kind(tmp_path):
     best, agreement = _search(tmp_path, None)
     assert best["metrics"]["holdout"]["sharpe"] < 3.0
     assert agreement < 0.8
+
+
+def test_random_immigrants_are_new_random_genomes_of_the_configured_families():
+    """operators.immigrant_probability: that share of the offspring are fresh random genomes
+    (operator 'immigrant', no parents), drawn from config.families' shares as generation 0 is."""
+    config = small_config(families={"rules": 0.5, "asmbtr": 0.5}, population=24, **{
+        "operators.crossover_probability": 0.3, "operators.mutation_probability": 0.3,
+        "operators.immigrant_probability": 0.4})
+    spec = resolve(config)
+    island = Island(0, config, spec.market, spec.split.test_ranges())
+    rows = [row for g in range(4) for row in island.step(g)]
+    immigrants = [row for row in rows if row["operator"] == "immigrant"]
+    later = [row for row in rows if row["generation"] > 0]
+    assert all(row["generation"] > 0 and row["parents"] == [] for row in immigrants)
+    assert 0.2 < len(immigrants) / len(later) < 0.6  # about 0.4 of the evaluated offspring
+    assert {family_name(json.loads(row["genome"])) for row in immigrants} == {"rules", "asmbtr"}
+    assert not any(row["operator"] == "immigrant" for row in rows if row["generation"] == 0)
+    with pytest.raises(ConfigError, match="immigrant_probability must be <= 1"):
+        small_config(**{"operators.crossover_probability": 0.5, "operators.mutation_probability": 0.4,
+                        "operators.immigrant_probability": 0.2})
