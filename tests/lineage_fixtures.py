@@ -30,12 +30,12 @@ MODEL = "strategy-evolution"
 def lineage_config(path: Path, **overrides) -> Path:
     """configs/demo.yaml with a hall of fame of 6 and a drawdown gate some of it fails (the store
     of ``BEFORE["mixed"]`` was captured so, with 4 generations on the old one-minute demo market;
-    the hourly one of issue 15 needs 10 for a hall of fame that is partly promoted; with the clock
-    indicators of issue 15 the whole hall of fame stays under 0.051, and 0.049 fails half of it),
-    in-process islands; ``overrides`` as dotted keys."""
+    the hourly one of issue 15 needs 10 for a hall of fame that is partly promoted; with the demo's
+    random immigrants the hall of fame's holdout drawdowns run from 0.032 to 0.042, and 0.035
+    fails half of it), in-process islands; ``overrides`` as dotted keys."""
     config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     config.update(generations=10, hall_of_fame=6)
-    config["gates"]["max_drawdown"] = 0.049
+    config["gates"]["max_drawdown"] = 0.035
     config["runtime"] = {"backend": "local", "progress": False}
     for key, value in overrides.items():
         node = config
@@ -101,6 +101,7 @@ INTENDED_CHANGES = (
     ("params", {"gates.cluster_correlation", "gates.max_drawdown_vs_market", "gates.min_calmar",  # issue 15:
                 "gates.min_holdout_dsr", "gates.min_trades_per_year", "gates.rank_by"},  # market-scaled gates,
      {"gates.pbo_max_correlation"}),  # PBO over clusters of trials
+    ("params", {"operators.immigrant_probability"}, set()),  # random immigrants
 )
 
 

@@ -1,4 +1,4 @@
-"""Lineage read back from a real run directory (no MLflow): completeness back to generation 0,
+"""Lineage read back from a real run directory (no MLflow): completeness back to random genomes (generation 0, immigrants),
 tolerant readers, the spool, the stage-event timeline, the equity curves."""
 from __future__ import annotations
 
@@ -43,18 +43,19 @@ def test_the_hall_of_fame_in_result_json_is_what_the_trial_log_recorded(run_dir)
         np.testing.assert_allclose(rows["wf_sharpe"].iloc[0], entry["metrics"]["walk_forward"]["sharpe"])
 
 
-def test_every_hall_of_fame_ancestor_resolves_to_generation_zero(run_dir):
+def test_every_hall_of_fame_ancestor_resolves_to_a_random_genome(run_dir):
     lineage = check_lineage(run_dir)
     result = read_result(run_dir)
     assert lineage.complete, (lineage.missing, lineage.orphans)
     assert set(lineage.roots) == {e["strategy_id"] for e in result["hall_of_fame"]}
-    # walk every path up by hand: each one ends at a parentless generation-0 strategy
+    # walk every path up by hand: each one ends at a parentless random genome, of generation 0
+    # or a random immigrant of a later one (the demo's operators.immigrant_probability)
     for sid in lineage.roots:
         stack = [sid]
         while stack:
             node = lineage.nodes[stack.pop()]
             if not node.parents:
-                assert node.generation == 0
+                assert (node.generation, node.operator) == (0, "init") or (node.generation > 0 and node.operator == "immigrant")
             for parent in node.parents:
                 assert lineage.nodes[parent].generation <= node.generation
                 stack.append(parent)
@@ -78,16 +79,20 @@ def test_a_missing_ancestor_is_reported(run_dir, tmp_path):
     assert parent in {p for missing in damaged.missing.values() for p in missing}
 
 
-def test_a_parentless_strategy_after_generation_zero_is_an_orphan():
+def test_a_parentless_strategy_after_generation_zero_is_an_orphan_unless_a_random_immigrant():
     nodes = {
         "a": Node("a", 0, 0, "init", ()),
         "b": Node("b", 1, 0, "mutation", ("a",)),
-        "c": Node("c", 2, 1, "immigrant", ()),
+        "c": Node("c", 2, 1, "mutate_gaussian", ()),
         "d": Node("d", 3, 1, "crossover", ("b", "c")),
     }
     lineage = ancestry(["d"], nodes)
     assert lineage.orphans == ["c"] and not lineage.complete
     assert set(lineage.edges()) == {("b", "d"), ("c", "d"), ("a", "b")}
+    # operators.immigrant_probability: a random genome of a later generation is a root like generation 0's
+    nodes["c"] = Node("c", 2, 1, "immigrant", ())
+    lineage = ancestry(["d"], nodes)
+    assert lineage.orphans == [] and lineage.complete
 
 
 def test_migration_rows_do_not_hide_the_origin():

@@ -7,7 +7,8 @@ are read.
 Lineage: every trial row names its ``parents`` (strategy ids) and the ``operator`` that
 made it. :func:`ancestry` walks the parents of some strategies back through the log;
 :func:`check_lineage` says whether every ancestor of every hall-of-fame strategy
-resolves back to generation 0 (a strategy with no parents must come from generation 0).
+resolves back to random genomes (a strategy with no parents must come from generation 0, or be
+a random immigrant of a later one).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evolution.operators import IMMIGRANT
 from evolution.trials import TRIALS_DIR, part_path
 
 RESULT_FILE = "result.json"
@@ -198,8 +200,8 @@ def ancestry(strategy_ids: Iterable[str], nodes: Mapping[str, Node], max_nodes: 
         found[sid] = node
         if max_nodes is not None and len(found) >= max_nodes:
             break
-        if not node.parents and node.generation != 0:
-            orphans.append(sid)
+        if not node.parents and node.generation != 0 and node.operator != IMMIGRANT:
+            orphans.append(sid)  # parentless after generation 0 and not a random immigrant
         for parent in node.parents:
             if parent == sid:
                 continue
@@ -216,7 +218,8 @@ def hall_of_fame_ids(result: Mapping) -> list[str]:
 
 
 def check_lineage(run_dir: str | Path, trials: pd.DataFrame | None = None) -> Lineage:
-    """Lineage of every hall-of-fame strategy; ``.complete`` says it all resolves to generation 0."""
+    """Lineage of every hall-of-fame strategy; ``.complete`` says it all resolves to random
+    genomes: generation 0's or later random immigrants (operator ``immigrant``)."""
     result = read_result(run_dir)
     if trials is None:
         trials = read_trials(run_dir, LINEAGE_COLUMNS)
