@@ -62,6 +62,7 @@ class Island:
         self.evaluator = evaluator or Evaluator(memory_bytes=config.evaluator_memory_mb * 2**20)
         self.objectives = tuple(config.selection.objectives)
         self._weights = np.asarray(fit.weights(self.objectives), dtype=np.float64)
+        self._families = _cdf({name: share for name, share in config.families.items() if share > 0})
         self.restore(None)
 
     # ------------------------------------------------------------------ state
@@ -139,7 +140,7 @@ class Island:
 
     def _random_genome(self, rng) -> dict:
         """A random genome, its family drawn by ``config.families``' shares."""
-        families, cdf = _cdf({name: share for name, share in self.config.families.items() if share > 0})
+        families, cdf = self._families
         # one family draws nothing from rng: a rules-only run makes the genomes it always made
         family = families[int(cdf.searchsorted(rng.random(), side="right"))] if len(families) > 1 else families[0]
         return init_genome(rng, self.config.operators.max_conditions, family)
