@@ -49,11 +49,11 @@ class ShadowRunner:
         self.spec, self.config, self.bus, self.store = spec, config, bus, store
         self.on_signal = on_signal
         self.backoff = Backoff(bus.config.backoff_base_s, bus.config.backoff_cap_s)
-        self.trader = retrying(lambda: ShadowTrader(spec, config, store), self.backoff)
+        self.reconnects = 0  # times the bus or the store was found away, wherever the runner was
+        self.trader = retrying(lambda: ShadowTrader(spec, config, store), self.backoff, on_retry=self._away)
         if start == "$" and self.trader.last_timestamp is None:
-            start = retrying(self._warm_from_tail, self.backoff)
+            start = retrying(self._warm_from_tail, self.backoff, on_retry=self._away)
         self.reader = GroupReader(bus, spec.stream, spec.name, start=start, count=config.batch_bars)
-        self.reconnects = 0
         self.processed = 0  # bars traded by this incarnation
         self._stop: threading.Event | None = None
         self._lock = threading.Lock()
@@ -75,11 +75,13 @@ class ShadowRunner:
                 signals = self.trader.on_bars([m.data for m in batch])
         except BusUnavailable:
             with self._lock:  # the commit's outcome is unknown: the store knows
-                self.trader = retrying(lambda: ShadowTrader(self.spec, self.config, self.store), self.backoff)
+                self.trader = retrying(lambda: ShadowTrader(self.spec, self.config, self.store), self.backoff,
+                                       on_retry=self._away)
             self.reader.rewind()  # the batch is pending: read it again (bars already traded are skipped)
             raise
         for signal in signals:
-            retrying(lambda signal=signal: self.bus.publish(SIGNALS, signal), self.backoff, stop=self._stop)
+            retrying(lambda signal=signal: self.bus.publish(SIGNALS, signal), self.backoff, stop=self._stop,
+                     on_retry=self._away)
             if self.on_signal is not None:
                 self.on_signal(signal)
         traded = len(signals)
@@ -102,12 +104,15 @@ class ShadowRunner:
                 self.step()
                 self.backoff.reset()
             except BusUnavailable as error:
-                self.reconnects += 1
-                log.warning("%s: bus unavailable (%s); retrying", self.spec.name, error)
+                self._away(error)
                 stop.wait(self.backoff.next())
             except Exception:  # pragma: no cover - logged, the loop goes on (failures are values)
                 log.exception("%s: unexpected error; retrying", self.spec.name)
                 stop.wait(self.backoff.next())
+
+    def _away(self, error: BaseException) -> None:
+        self.reconnects += 1
+        log.warning("%s: bus unavailable (%s); retrying", self.spec.name, error)
 
     def status(self) -> dict:
         with self._lock:

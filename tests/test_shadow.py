@@ -14,7 +14,7 @@ from backtest.families.base import SIMULATE_DIRECTION_OF as GENOME_DIRECTION
 from backtest.families.rules import sma_crossover_genome
 from backtest.strategy import normalize_genome, warmup_bars
 from evolution.families.rules import init_genome as random_genome
-from serving.bus import BusConfig, BusUnavailable, InProcessBus, replay_stream
+from serving.bus import SIGNALS, BusConfig, BusUnavailable, InProcessBus, replay_stream
 from serving.feed import bars_of, replay
 from serving.paper import PaperBook
 from serving.shadow import LocalShadow, ShadowRunner, start_ray_shadow, wait_until
@@ -208,6 +208,38 @@ def test_a_batch_whose_commit_failed_is_read_again_and_every_bar_is_traded_once(
     _, records = store.load(spec.strategy_id)
     np.testing.assert_array_equal(records[:, 0].astype(np.int64), MARKET.timestamp)
     np.testing.assert_array_equal(records, undisturbed_records([spec], tmp_path)[spec.strategy_id])
+
+
+class AwayForPublishes(InProcessBus):
+    """A bus that is away for the first ``away`` publishes of signals (Redis restarting while
+    the trader publishes), up for everything else."""
+
+    def __init__(self, config, away):
+        super().__init__(config)
+        self.away = away
+
+    def publish(self, stream, data, *, entry_id=None):
+        if stream == SIGNALS and self.away > 0:
+            self.away -= 1
+            raise BusUnavailable("Redis restarting")
+        return super().publish(stream, data, entry_id=entry_id)
+
+
+def test_an_outage_met_while_publishing_counts_as_a_reconnect_and_loses_no_signal(tmp_path):
+    """The runner retries a signal it could not publish; the outage shows in its status (the
+    operator's only sign of a flapping Redis) wherever the runner met it."""
+    bus = AwayForPublishes(BusConfig(block_ms=1, backoff_base_s=0.001, backoff_cap_s=0.002), away=3)
+    stream = replay_stream("away-publishing")
+    spec = ShadowSpec(GENOMES[0], stream)
+    replay(bus, stream, MARKET[WARMUP:], warmup=MARKET[:WARMUP])
+    runner = ShadowRunner(spec, ShadowConfig(window_bars=64, warmup_factor=8, batch_bars=50), bus,
+                          FileStateStore(tmp_path / "away"))
+    while runner.trader.last_timestamp != int(MARKET.timestamp[-1]):
+        runner.step(block_ms=1)
+    assert bus.away == 0
+    assert runner.status()["reconnects"] == 3
+    published = bus.tail(SIGNALS, len(MARKET))
+    assert [m.data["timestamp"] for m in published] == MARKET.timestamp[WARMUP:].tolist()
 
 
 def undisturbed_records(specs, tmp_path):
