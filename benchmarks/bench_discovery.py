@@ -27,7 +27,10 @@ runs before the asmbtr kind existed). Printed:
 1. power and false discoveries per market kind: share of markets where something is
    promoted, the promoted strategy's holdout Sharpe as a fraction of the planted rule's
    (median), promotions on edge-free markets, for GA / random search / TPE;
-2. the median holdout Sharpe (of the hall of fame's first) per method on planted markets;
+2. the median holdout Sharpe (of the hall of fame's first) per method on planted markets, with
+   the paired statistics that say whether the order is more than chance (bootstrap interval of
+   the median paired difference, sign test), split by the planted rule's strength, and the
+   walk-forward Sharpe both methods select on;
 3. ranking: Spearman correlation of each ``gates.rank_by`` score with holdout Sharpe over
    the GA's 100 best distinct trials (by mean walk-forward Sharpe), median over planted
    markets, and the holdout Sharpe of each ranking's first as a fraction of the planted rule's;
@@ -334,6 +337,7 @@ def judge_market(entry: dict, methods: list[str], families: dict[str, float]) ->
                 "promoted_family": promoted[0]["genome"].get("family", "rules") if promoted else None,
                 "promoted_holdout_sharpe": promoted[0]["metrics"]["holdout"]["sharpe"] if promoted else None,
                 "top_holdout_sharpe": hof[0]["metrics"]["holdout"]["sharpe"] if hof else None,
+                "top_wf_sharpe": hof[0]["metrics"]["walk_forward"].get("sharpe") if hof else None,
                 "n_trials": res["n_trials"], "n_effective_trials": res["n_effective_trials"],
                 "pbo": res["pbo"], "top_gates": hof[0]["gates"] if hof else None,
             }
@@ -376,6 +380,42 @@ def _fmt(value, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _sign_test(wins: int, n: int) -> float:
+    """Two-sided binomial sign test: the chance of a split at least this uneven if neither
+    method were better (ties dropped)."""
+    from scipy.stats import binomtest
+
+    return float(binomtest(wins, n, 0.5).pvalue) if n else 1.0
+
+
+def paired_lines(same: list[dict], method: str, draws: int = 10_000) -> list[str]:
+    """How sure the GA-against-``method`` comparison is: the same markets, paired. A median over
+    planted markets of mixed strength sits where the weak markets (nothing findable: either
+    method's first is a fit to noise) meet the strong ones, so the split by strength and the
+    paired statistics say more than the two medians."""
+    pairs = [(r["ga"]["top_holdout_sharpe"], r[method]["top_holdout_sharpe"], r["planted_holdout_sharpe"],
+              r["ga"].get("top_wf_sharpe"), r[method].get("top_wf_sharpe")) for r in same
+             if r["ga"]["top_holdout_sharpe"] is not None and r[method]["top_holdout_sharpe"] is not None]
+    if not pairs:
+        return []
+    ga, other, planted, ga_wf, other_wf = (np.array(c, dtype=float) for c in zip(*pairs))
+    diff = ga - other
+    rng = np.random.default_rng(0)
+    boot = np.median(diff[rng.integers(0, diff.size, size=(draws, diff.size))], axis=1)
+    lo, hi = np.percentile(boot, [5, 95])
+    wins, losses = int((diff > 0).sum()), int((diff < 0).sum())
+    out = [f"paired, GA minus {method}: median {np.median(diff):+.2f} (90% bootstrap interval {lo:+.2f} to {hi:+.2f}), "
+           f"mean {diff.mean():+.2f}; GA ahead {wins}, behind {losses}: sign test p = {_sign_test(wins, wins + losses):.2f}"]
+    for label, keep in (("planted holdout SR >= 3", planted >= 3), ("planted holdout SR < 3", planted < 3)):
+        if keep.any():
+            out.append(f"{label:<24} ({int(keep.sum()):>2} markets): GA {np.median(ga[keep]):.2f} vs {method} "
+                       f"{np.median(other[keep]):.2f}, GA ahead on {int((diff[keep] > 0).sum())}")
+    if np.isfinite(ga_wf).all() and np.isfinite(other_wf).all():
+        out.append(f"walk-forward Sharpe of the first (what both methods select on): GA {np.median(ga_wf):.2f} vs "
+                   f"{method} {np.median(other_wf):.2f}, GA higher on {int((ga_wf > other_wf).sum())} of {ga_wf.size}")
+    return out
+
+
 def report(rows: list[dict], methods: list[str]) -> list[str]:
     lines = []
     head = f"{'market':<28} {'n':>3} {'planted ho SR':>13}"
@@ -410,6 +450,7 @@ def report(rows: list[dict], methods: list[str]) -> list[str]:
         lines.append(f"    {m:<7} {_fmt(_median([r[m]['top_holdout_sharpe'] for r in same]))} vs GA "
                      f"{_fmt(_median([r['ga']['top_holdout_sharpe'] for r in same]))} on {len(same)} markets; "
                      f"GA ahead on {sum(1 for r in same if (r['ga']['top_holdout_sharpe'] or -99) > (r[m]['top_holdout_sharpe'] or -99))}")
+        lines += [f"      {line}" for line in paired_lines(same, m)]
     if planted and "ranking" in planted[0]:
         lines += ["", f"(3) ranking: Spearman(score, holdout Sharpe) over the GA's {TOP_FOR_RANKING} best distinct trials "
                   "(median over planted markets); first's holdout Sharpe / planted (median)"]
@@ -448,8 +489,11 @@ def report(rows: list[dict], methods: list[str]) -> list[str]:
             other = _median([r[m]["top_holdout_sharpe"] for r in same])
             ga_same = _median([r["ga"]["top_holdout_sharpe"] for r in same])
             ahead = ga_same is not None and other is not None and ga_same > other
+            wins = sum(1 for r in same if (r["ga"]["top_holdout_sharpe"] or -99) > (r[m]["top_holdout_sharpe"] or -99))
+            losses = sum(1 for r in same if (r["ga"]["top_holdout_sharpe"] or -99) < (r[m]["top_holdout_sharpe"] or -99))
             lines.append(f"    GA vs {m} ({len(same)} planted markets): median holdout Sharpe {_fmt(ga_same)} vs "
-                         f"{_fmt(other)} {'MET' if ahead else 'NOT MET'}")
+                         f"{_fmt(other)} {'MET' if ahead else 'NOT MET'} (paired sign test p = "
+                         f"{_sign_test(wins, wins + losses):.2f}: below 0.05 the order is more than chance)")
     return lines
 
 
