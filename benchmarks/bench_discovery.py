@@ -388,6 +388,16 @@ def _sign_test(wins: int, n: int) -> float:
     return float(binomtest(wins, n, 0.5).pvalue) if n else 1.0
 
 
+def _ahead_behind(same: list[dict], method: str) -> tuple[int, int]:
+    """Markets where the GA's first has the higher / lower holdout Sharpe (none counts lowest)."""
+    def sharpe(r, m):
+        value = r[m]["top_holdout_sharpe"]
+        return -np.inf if value is None else value
+
+    return (sum(1 for r in same if sharpe(r, "ga") > sharpe(r, method)),
+            sum(1 for r in same if sharpe(r, "ga") < sharpe(r, method)))
+
+
 def paired_lines(same: list[dict], method: str, draws: int = 10_000) -> list[str]:
     """How sure the GA-against-``method`` comparison is: the same markets, paired. A median over
     planted markets of mixed strength sits where the weak markets (nothing findable: either
@@ -449,7 +459,7 @@ def report(rows: list[dict], methods: list[str]) -> list[str]:
         same = [r for r in planted if r[m] is not None]
         lines.append(f"    {m:<7} {_fmt(_median([r[m]['top_holdout_sharpe'] for r in same]))} vs GA "
                      f"{_fmt(_median([r['ga']['top_holdout_sharpe'] for r in same]))} on {len(same)} markets; "
-                     f"GA ahead on {sum(1 for r in same if (r['ga']['top_holdout_sharpe'] or -99) > (r[m]['top_holdout_sharpe'] or -99))}")
+                     f"GA ahead on {_ahead_behind(same, m)[0]}")
         lines += [f"      {line}" for line in paired_lines(same, m)]
     if planted and "ranking" in planted[0]:
         lines += ["", f"(3) ranking: Spearman(score, holdout Sharpe) over the GA's {TOP_FOR_RANKING} best distinct trials "
@@ -489,8 +499,7 @@ def report(rows: list[dict], methods: list[str]) -> list[str]:
             other = _median([r[m]["top_holdout_sharpe"] for r in same])
             ga_same = _median([r["ga"]["top_holdout_sharpe"] for r in same])
             ahead = ga_same is not None and other is not None and ga_same > other
-            wins = sum(1 for r in same if (r["ga"]["top_holdout_sharpe"] or -99) > (r[m]["top_holdout_sharpe"] or -99))
-            losses = sum(1 for r in same if (r["ga"]["top_holdout_sharpe"] or -99) < (r[m]["top_holdout_sharpe"] or -99))
+            wins, losses = _ahead_behind(same, m)
             lines.append(f"    GA vs {m} ({len(same)} planted markets): median holdout Sharpe {_fmt(ga_same)} vs "
                          f"{_fmt(other)} {'MET' if ahead else 'NOT MET'} (paired sign test p = "
                          f"{_sign_test(wins, wins + losses):.2f}: below 0.05 the order is more than chance)")
