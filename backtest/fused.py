@@ -33,6 +33,7 @@ from backtest.kernels import (
     M_WIN_RATE,
     SHORT,
     _bar,
+    may_order,
 )
 
 OP_GT = 0
@@ -320,20 +321,6 @@ def new_cross_states(n_gen, k):
     return state
 
 
-@njit(inline="always")
-def _may_order(e, x, pos, direction):
-    """False when kernels._bar would place no order on these signals whatever the price (a
-    signal the book already follows, or conflicting ones): level signals, which repeat
-    every bar, then cost no call."""
-    if e == x:
-        return False  # conflicting signals are ignored (none at all: nothing to do)
-    if direction == LONG:
-        return pos == 0.0 if e else pos > 0.0
-    if direction == SHORT:
-        return pos == 0.0 if e else pos < 0.0
-    return pos <= 0.0 if e else pos >= 0.0
-
-
 @njit(cache=True, nogil=True)
 def _order_bar(cash, pos, debt, free, lower, upper, e, x, c, direction, fees, slippage, sl_arg, tp_arg,
                notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start):
@@ -394,7 +381,7 @@ def simulate_fold_nb(close, entry, exit_, flat, start, end, direction, fees, sli
         if has_flat and flat[t] and pos != 0.0 and not (e or x):
             x = True
             d = LONG if pos > 0.0 else SHORT
-        if ((e or x) and _may_order(e, x, pos, d)) or c <= lower or c >= upper:
+        if ((e or x) and may_order(e, x, pos, d)) or c <= lower or c >= upper:
             (cash, pos, debt, free, lower, upper, notional_sum, trades, closed, wins, gross_win, gross_loss,
              trade_start) = _order_bar(cash, pos, debt, free, lower, upper, e, x, c, d, fees, slippage, sl_arg,
                                        tp_arg, notional_sum, trades, closed, wins, gross_win, gross_loss, trade_start)

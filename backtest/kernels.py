@@ -314,6 +314,20 @@ def next_signal(entry, exit_, entry_words, exit_words, t, end):
 
 
 @njit(inline="always")
+def may_order(e, x, pos, direction):
+    """False when _bar would place no order on these signals whatever the price (a
+    signal the book already follows, or conflicting ones): level signals, which repeat
+    every bar, then cost no call."""
+    if e == x:
+        return False  # conflicting signals are ignored (none at all: nothing to do)
+    if direction == LONG:
+        return pos == 0.0 if e else pos > 0.0
+    if direction == SHORT:
+        return pos == 0.0 if e else pos < 0.0
+    return pos <= 0.0 if e else pos >= 0.0
+
+
+@njit(inline="always")
 def _cell(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage, sl_stop, tp_stop):
     """_bar on column col's state arrays; counts a trade when the order reduced a position."""
     (cash[col], pos[col], debt[col], free[col], lower[col], upper[col],
@@ -394,8 +408,13 @@ def _walk_signals(close, entries, exits, direction, fees, slippage, sl_stop, tp_
                 stop_row = i
             col = k - i * n_cols
             c = close[i, 0] if shared_close else close[i, col]
-            _cell_nb(cash, pos, debt, free, lower, upper, n_trades, col, entries_flat[k], exits_flat[k], c,
-                     direction, fees, slippage, sl_stop, tp_stop)
+            e = entries_flat[k]
+            x = exits_flat[k]
+            # a signal the book already follows (or conflicting ones) places no order: no call,
+            # unless a stop is hit on this bar (_bar checks the stop first)
+            if may_order(e, x, pos[col], direction) or c <= lower[col] or c >= upper[col]:
+                _cell_nb(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage,
+                         sl_stop, tp_stop)
     if has_stops:
         _stops(close, shared_close, entries_flat, exits_flat, stop_row, n_bars, cash, pos, debt, free, lower, upper,
                n_trades, direction, fees, slippage, sl_stop, tp_stop)
@@ -427,7 +446,7 @@ def simulate_nb(close, entries, exits, direction, fees, slippage, init_cash, sl_
                 c = close[i, 0] if shared_close else close[i, col]
                 e = entries[i, col]
                 x = exits[i, col]
-                if e or x or c <= lower[col] or c >= upper[col]:
+                if ((e or x) and may_order(e, x, pos[col], direction)) or c <= lower[col] or c >= upper[col]:
                     _cell_nb(cash, pos, debt, free, lower, upper, n_trades, col, e, x, c, direction, fees, slippage,
                              sl_stop, tp_stop)
                 p = pos[col]
