@@ -398,6 +398,12 @@ def _ahead_behind(same: list[dict], method: str) -> tuple[int, int]:
             sum(1 for r in same if sharpe(r, "ga") < sharpe(r, method)))
 
 
+def _handed(result: dict) -> float:
+    """The holdout Sharpe of what a method hands its user: the promoted strategy, or cash (0)
+    when nothing passes the gates."""
+    return result["promoted_holdout_sharpe"] if result["promoted"] else 0.0
+
+
 def paired_lines(same: list[dict], method: str, draws: int = 10_000) -> list[str]:
     """How sure the GA-against-``method`` comparison is: the same markets, paired. A median over
     planted markets of mixed strength sits where the weak markets (nothing findable: either
@@ -420,6 +426,13 @@ def paired_lines(same: list[dict], method: str, draws: int = 10_000) -> list[str
         if keep.any():
             out.append(f"{label:<24} ({int(keep.sum()):>2} markets): GA {np.median(ga[keep]):.2f} vs {method} "
                        f"{np.median(other[keep]):.2f}, GA ahead on {int((diff[keep] > 0).sum())}")
+    handed = [(_handed(r["ga"]), _handed(r[method])) for r in same]
+    if handed:
+        ga_h, other_h = (np.array(c, dtype=float) for c in zip(*handed))
+        w, l_ = int((ga_h > other_h).sum()), int((ga_h < other_h).sum())
+        out.append(f"what the user is handed (the promoted strategy, or cash: 0 when nothing passes the gates): "
+                   f"GA {np.median(ga_h):.2f} vs {method} {np.median(other_h):.2f} (mean {ga_h.mean():.2f} vs "
+                   f"{other_h.mean():.2f}); GA ahead {w}, behind {l_}: sign test p = {_sign_test(w, w + l_):.2f}")
     if np.isfinite(ga_wf).all() and np.isfinite(other_wf).all():
         out.append(f"walk-forward Sharpe of the first (what both methods select on): GA {np.median(ga_wf):.2f} vs "
                    f"{method} {np.median(other_wf):.2f}, GA higher on {int((ga_wf > other_wf).sum())} of {ga_wf.size}")
