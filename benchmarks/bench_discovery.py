@@ -38,7 +38,7 @@ runs before the asmbtr kind existed). Printed:
 5. the issue's targets, each marked met or not.
 
 Run: nice python benchmarks/bench_discovery.py [--quick] [--seeds N] [--edge-free N]
-     [--n-bars N] [--methods ga,random,tpe] [--jobs N]
+     [--n-bars N] [--methods ga,random,tpe] [--jobs N] [--set KEY=VALUE]
 (results also in benchmarks/results/bench_discovery.json)
 """
 from __future__ import annotations
@@ -118,11 +118,24 @@ def parse_families(text: str) -> dict[str, float]:
     return out
 
 
-def base_config(seed: int, families: dict[str, float]):
+def base_config(seed: int, families: dict[str, float], overrides: dict | None = None):
     from evolution.config import load_config
 
     return load_config(ROOT / "configs" / "demo.yaml").with_overrides(**{
-        "seed": seed, "runtime.backend": "local", "runtime.progress": False, "families": families})
+        **(overrides or {}), "seed": seed, "runtime.backend": "local", "runtime.progress": False, "families": families})
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """['selection.objectives=[sharpe]'] -> {'selection.objectives': ['sharpe']} (values are YAML)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--set: expected KEY=VALUE (a dotted key of configs/demo.yaml, a YAML value), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 # ---------------------------------------------------------------------- baselines
@@ -290,7 +303,7 @@ def run_baseline(method: str, config, spec, budget: int, run_dir: Path) -> dict:
 # ---------------------------------------------------------------------- one market
 
 
-def judge_market(entry: dict, methods: list[str], families: dict[str, float]) -> dict:
+def judge_market(entry: dict, methods: list[str], families: dict[str, float], overrides: dict | None = None) -> dict:
     from scipy.stats import spearmanr
 
     from backtest import Evaluator
@@ -304,7 +317,7 @@ def judge_market(entry: dict, methods: list[str], families: dict[str, float]) ->
 
     spec_p = entry["spec"]
     planted = planted_market(spec_p)
-    config = base_config(spec_p.seed % 1000, families)
+    config = base_config(spec_p.seed % 1000, families, overrides)
     out = {"group": entry["group"], "kind": entry["kind"], "sharpe": entry["sharpe"], "seed": spec_p.seed,
            "noise": spec_p.noise, "expressible": planted.genome is not None}
     with tempfile.TemporaryDirectory() as tmp:
@@ -530,6 +543,9 @@ def main() -> int:
     parser.add_argument("--families", default=DEFAULT_FAMILIES,
                         help=f"genome families searched on every market, name:share (default {DEFAULT_FAMILIES}; "
                              "rules:1 is the demo's space)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a change to configs/demo.yaml for every method's config, e.g. "
+                             "'selection.objectives=[sharpe]' (repeatable)")
     parser.add_argument("--only", help="comma-separated parts of market names to keep (e.g. 'stopped,SR 5')")
     parser.add_argument("--jobs", type=int, default=1, help="markets searched in parallel processes")
     parser.add_argument("--tpe-markets", type=int, help="TPE (slow: optuna's TPE costs O(trials) per suggestion) only on "
@@ -542,20 +558,23 @@ def main() -> int:
     if "ga" not in methods:
         parser.error("--methods must include ga (the others get its evaluation budget)")
     families = parse_families(args.families)
+    overrides = parse_overrides(args.set)
+    base_config(0, families, overrides)  # a bad --set fails here, not in every market
     markets = [m for m in market_list(args) if not args.only or any(o in m["group"] for o in args.only.split(","))]
     print(f"{len(markets)} markets x {methods}, {args.n_bars:,} hourly bars each, budget of configs/demo.yaml, "
-          f"families {families}", flush=True)
+          f"families {families}" + (f", changes to the config {overrides}" if overrides else ""), flush=True)
     started = time.perf_counter()
     rows = []
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
-            for row in pool.map(judge_market, markets, [methods] * len(markets), [families] * len(markets)):
+            for row in pool.map(judge_market, markets, [methods] * len(markets), [families] * len(markets),
+                                [overrides] * len(markets)):
                 rows.append(row)
                 print(f"  {row['group']:<28} seed {row['seed']}: planted {row['planted_holdout_sharpe']:.2f}, "
                       f"GA promoted {row['ga']['promoted']}", flush=True)
     else:
         for entry in markets:
-            row = judge_market(entry, methods, families)
+            row = judge_market(entry, methods, families, overrides)
             rows.append(row)
             print(f"  {row['group']:<28} seed {row['seed']}: planted {row['planted_holdout_sharpe']:.2f}, " + ", ".join(
                 f"{m} promoted {row[m]['promoted']} top {_fmt(row[m]['top_holdout_sharpe'])}" for m in methods
