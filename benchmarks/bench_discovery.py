@@ -559,7 +559,10 @@ def main() -> int:
         parser.error("--methods must include ga (the others get its evaluation budget)")
     families = parse_families(args.families)
     overrides = parse_overrides(args.set)
-    base_config(0, families, overrides)  # a bad --set fails here, not in every market
+    try:  # a bad --set fails here, not in every market
+        base_config(0, families, overrides)
+    except (KeyError, TypeError, ValueError) as error:  # ConfigError is a ValueError; a missing section a KeyError
+        parser.error(f"--set {overrides}: not a valid change to configs/demo.yaml ({error})")
     markets = [m for m in market_list(args) if not args.only or any(o in m["group"] for o in args.only.split(","))]
     print(f"{len(markets)} markets x {methods}, {args.n_bars:,} hourly bars each, budget of configs/demo.yaml, "
           f"families {families}" + (f", changes to the config {overrides}" if overrides else ""), flush=True)
