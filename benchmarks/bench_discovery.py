@@ -92,7 +92,8 @@ def market_list(args) -> list[dict]:
                 out.append({"group": f"{rule} SR {sharpe:g}", "kind": "planted", "sharpe": sharpe,
                             "spec": PlantedSpec(rule=rule, sharpe=sharpe, n_bars=args.n_bars,
                                                 noise=NOISES[s % 2], seed=seed)})
-    strong = [m for m in out if m["sharpe"] >= 3]
+    # --tpe-markets N: the first N by seed, so a subset holds every rule kind and strength
+    strong = sorted((m for m in out if m["sharpe"] >= 3), key=lambda m: m["spec"].seed % 100)
     tpe = set(id(m) for m in (strong if args.tpe_markets is None else strong[:args.tpe_markets]))
     for m in out:
         m["tpe"] = id(m) in tpe
@@ -549,7 +550,8 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated parts of market names to keep (e.g. 'stopped,SR 5')")
     parser.add_argument("--jobs", type=int, default=1, help="markets searched in parallel processes")
     parser.add_argument("--tpe-markets", type=int, help="TPE (slow: optuna's TPE costs O(trials) per suggestion) only on "
-                        "this many planted markets of Sharpe >= 3 (default: all of them; never on edge-free ones)")
+                        "this many planted markets of Sharpe >= 3, seed by seed across every rule kind and strength "
+                        "(default: all of them; never on edge-free ones)")
     args = parser.parse_args()
     args.seeds = args.seeds or (1 if args.quick else 2)
     args.edge_free = args.edge_free if args.edge_free is not None else (6 if args.quick else 20)
