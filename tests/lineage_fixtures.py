@@ -32,9 +32,14 @@ def lineage_config(path: Path, **overrides) -> Path:
     of ``BEFORE["mixed"]`` was captured so, with 4 generations on the old one-minute demo market;
     the hourly one of issue 15 needs 10 for a hall of fame that is partly promoted; with the demo's
     random immigrants the hall of fame's holdout drawdowns run from 0.032 to 0.042, and 0.035
-    fails half of it), in-process islands; ``overrides`` as dotted keys."""
+    fails half of it), in-process islands; ``overrides`` as dotted keys. The search is the one
+    the store was captured with (NSGA-II on Sharpe and drawdown, holdout DSR 0.95: the demo's
+    until bench_discovery measured the tournament ahead): the store's shape is under test here,
+    and the drawdowns its gate splits are that search's."""
     config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     config.update(generations=10, hall_of_fame=6)
+    config["selection"].update(objectives=["sharpe", "max_drawdown"], tournament_size=3)
+    config["gates"]["min_holdout_dsr"] = 0.95
     config["gates"]["max_drawdown"] = 0.035
     config["runtime"] = {"backend": "local", "progress": False}
     for key, value in overrides.items():
