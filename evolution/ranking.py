@@ -5,8 +5,9 @@ search the mean is partly luck: near-copies of one rule differ by which fold hap
 suit them. ``gates.rank_by`` chooses the score that orders the hall of fame; a score earns
 the default only by predicting the holdout better, as measured by
 ``benchmarks/bench_discovery.py`` (rank correlation of the score with holdout Sharpe over
-the GA's best trials, across planted-edge markets). Measured so far (12 markets): fitness
-0.33, sharpe_lower_bound 0.27, pooled_sharpe 0.22, min_fold_sharpe 0.09, so the default
+the GA's best trials, across planted-edge markets). Measured on 64 markets with the demo's
+tournament search: fitness 0.061, sharpe_lower_bound 0.012, pooled_sharpe 0.055,
+min_fold_sharpe 0.007 (none put a better first ahead more often than chance), so the default
 stays ``fitness``.
 
 * ``fitness``: the GA's objectives in config order (mean fold Sharpe first, by default).
